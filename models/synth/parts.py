@@ -1,0 +1,136 @@
+"""Seeded generator of part images with injected defects and their ground truth.
+
+Parts carry the nuisance a real line has (illumination gradient, vignetting,
+gain, small shift, sensor noise) so that models and thresholds are tested on
+that, not on clean renders. Every image is a pure function of (family, seed).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import zlib
+
+import cv2
+import numpy as np
+
+FAMILIES = ("brushed_metal", "woven_fabric", "printed_pattern")
+DEFECT_TYPES = ("scratch", "spot", "hole", "contamination", "stain", "crack")
+
+
+@dataclass(frozen=True)
+class GroundTruth:
+    family: str
+    seed: int
+    defect_type: str | None          # None = good part
+    severity: str                    # "obvious" | "subtle" | "none"
+    mask: np.ndarray = field(repr=False, compare=False)  # uint8 0/255, HxW
+    box: tuple[int, int, int, int] | None = None         # x0, y0, x1, y1
+
+    @property
+    def defective(self) -> bool:
+        return self.defect_type is not None
+
+
+def _texture(family: str, rng: np.random.Generator, h: int, w: int) -> np.ndarray:
+    noise = rng.normal(0.0, 1.0, (h + 64, w + 64)).astype(np.float32)
+    if family == "brushed_metal":
+        tex = cv2.GaussianBlur(noise, (0, 0), sigmaX=12.0, sigmaY=0.8) * 40.0 + 135.0
+    elif family == "woven_fabric":
+        yy, xx = np.mgrid[0 : h + 64, 0 : w + 64].astype(np.float32)
+        period = 10.0
+        weave = np.sin(2 * np.pi * xx / period) * np.sin(2 * np.pi * yy / period)
+        tex = 120.0 + 25.0 * weave + cv2.GaussianBlur(noise, (0, 0), 1.0) * 8.0
+    elif family == "printed_pattern":
+        tex = np.full((h + 64, w + 64), 170.0, np.float32)
+        for cy in range(16, h + 64, 48):
+            for cx in range(16, w + 64, 48):
+                cv2.circle(tex, (cx, cy), 9, 80.0, -1, lineType=cv2.LINE_AA)
+        tex += cv2.GaussianBlur(noise, (0, 0), 1.0) * 5.0
+    else:
+        raise ValueError(f"unknown part family {family!r}; known: {', '.join(FAMILIES)}")
+    # small shift: crop the oversized texture at a random offset
+    dx, dy = rng.integers(0, 17, 2)
+    return tex[32 + dy - 8 : 32 + dy - 8 + h, 32 + dx - 8 : 32 + dx - 8 + w]
+
+
+def _nuisance(img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    h, w = img.shape
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+    angle = rng.uniform(0, 2 * np.pi)
+    gradient = 1.0 + rng.uniform(0.0, 0.15) * ((np.cos(angle) * xx / w) + (np.sin(angle) * yy / h) - 0.5)
+    r2 = ((xx - w / 2) ** 2 + (yy - h / 2) ** 2) / (0.5 * max(h, w)) ** 2
+    vignette = 1.0 - 0.12 * r2
+    gain = rng.uniform(0.92, 1.08)
+    out = img * gradient * vignette * gain
+    return out + rng.normal(0.0, 2.0, img.shape).astype(np.float32)
+
+
+def _defect(kind: str, severity: str, rng: np.random.Generator, h: int, w: int):
+    """Returns (intensity delta image, mask)."""
+    strong = severity == "obvious"
+    mask = np.zeros((h, w), np.uint8)
+    delta = np.zeros((h, w), np.float32)
+    margin = 40
+    cx, cy = int(rng.integers(margin, w - margin)), int(rng.integers(margin, h - margin))
+    sign = -1.0 if rng.random() < 0.5 else 1.0
+    if kind in ("scratch", "crack"):
+        length = rng.uniform(60, 160)
+        ang = rng.uniform(0, np.pi)
+        p0 = (int(cx - np.cos(ang) * length / 2), int(cy - np.sin(ang) * length / 2))
+        p1 = (int(cx + np.cos(ang) * length / 2), int(cy + np.sin(ang) * length / 2))
+        width = int(rng.integers(2, 5)) if strong else 2
+        if kind == "crack":
+            pts = np.linspace(p0, p1, 8).astype(np.int32)
+            pts += rng.integers(-6, 7, pts.shape).astype(np.int32)
+            cv2.polylines(mask, [pts], False, 255, width)
+            sign = -1.0
+        else:
+            cv2.line(mask, p0, p1, 255, width)
+        amp = 70.0 if strong else 22.0
+    elif kind in ("spot", "hole", "contamination"):
+        radius = int(rng.integers(6, 16)) if strong else int(rng.integers(3, 6))
+        if kind == "contamination":
+            pts = (rng.normal(0, radius * 0.6, (7, 2)) + (cx, cy)).astype(np.int32)
+            cv2.fillPoly(mask, [cv2.convexHull(pts)], 255)
+            sign = 1.0
+        else:
+            cv2.circle(mask, (cx, cy), radius, 255, -1)
+        if kind == "hole":
+            sign = -1.0
+        amp = {"spot": 60.0, "hole": 110.0, "contamination": 80.0}[kind] * (1.0 if strong else 0.45)
+    elif kind == "stain":
+        axes = (int(rng.integers(18, 40)), int(rng.integers(12, 30)))
+        cv2.ellipse(mask, (cx, cy), axes, float(rng.uniform(0, 180)), 0, 360, 255, -1)
+        amp = 40.0 if strong else 14.0
+    else:
+        raise ValueError(f"unknown defect type {kind!r}; known: {', '.join(DEFECT_TYPES)}")
+    soft = cv2.GaussianBlur(mask.astype(np.float32) / 255.0, (0, 0), 3.0 if kind == "stain" else 0.7)
+    delta = sign * amp * soft
+    return delta, mask
+
+
+def render_part(
+    family: str,
+    seed: int,
+    size: tuple[int, int] = (512, 512),
+    defect_type: str | None = None,
+    severity: str = "obvious",
+) -> tuple[np.ndarray, GroundTruth]:
+    """One BGR uint8 part image and its ground truth; same arguments, same pixels."""
+    w, h = size
+    rng = np.random.default_rng([zlib.crc32(family.encode()), seed])
+    img = _texture(family, rng, h, w)
+    mask = np.zeros((h, w), np.uint8)
+    box = None
+    if defect_type is not None:
+        delta, mask = _defect(defect_type, severity, rng, h, w)
+        img = img + delta
+        ys, xs = np.nonzero(mask)
+        box = (int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1)
+    img = _nuisance(img, rng)
+    gray = np.clip(img, 0, 255).astype(np.uint8)
+    tint = np.array([1.0, 0.98, 0.95], np.float32)  # slightly warm light
+    bgr = np.clip(gray[:, :, None].astype(np.float32) * tint, 0, 255).astype(np.uint8)
+    truth = GroundTruth(family, seed, defect_type, severity if defect_type else "none", mask, box)
+    return bgr, truth

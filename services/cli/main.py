@@ -1,0 +1,136 @@
+"""The `defectflow` command line."""
+
+from __future__ import annotations
+
+import json
+import logging
+import signal
+import threading
+import time
+from pathlib import Path
+
+import grpc
+import sqlalchemy as sa
+import typer
+from google.protobuf.json_format import MessageToDict
+
+from defectflow.v1 import inspections_pb2, query_pb2, query_pb2_grpc
+
+app = typer.Typer(help="defectflow: streaming visual defect inspection.", no_args_is_help=True)
+query_app = typer.Typer(help="Query stored inspections over the gRPC API (as an MES would).")
+app.add_typer(query_app, name="query")
+
+VERDICTS = {"ok": 1, "ng": 2, "review": 3}
+
+
+@app.command()
+def up(
+    frames: int = typer.Option(0, help="frames per camera, then stop; 0 = run until Ctrl-C"),
+    lines: int = typer.Option(2), cameras: int = typer.Option(2, help="cameras per line"),
+    fps: float = typer.Option(2.0, help="frames per second per camera"),
+    workdir: Path = typer.Option(Path("var/up"), help="logs, blobs, models, database"),
+) -> None:
+    """Start broker, Triton, PostgreSQL and the five services; run synthetic cameras."""
+    from services.cli.status import Status, consumer_lag, db_counts
+    from services.localstack.stack import LocalStack
+
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    logging.getLogger("kafka").setLevel(logging.ERROR)
+    stop = threading.Event()
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    stack = LocalStack(workdir.resolve())
+    try:
+        typer.echo(f"starting components (logs in {workdir}/logs) ...")
+        stack.start_components()
+        stack.start_pipeline()
+        truth = workdir.resolve() / "ground_truth.jsonl"
+        truth.unlink(missing_ok=True)
+        stack.start_service("ingest", {"lines": str(lines), "cameras_per_line": str(cameras),
+                                       "fps": str(fps), "frames": str(frames),
+                                       "ground_truth_path": str(truth)})
+        assert stack.postgres and stack.broker
+        typer.echo(f"query API on 127.0.0.1:{stack.query_port}   (defectflow query list "
+                   f"--target 127.0.0.1:{stack.query_port})")
+        engine = sa.create_engine(stack.postgres.url)
+        expected = frames * lines * cameras
+        while not stop.wait(1.0):
+            frames_in = sum(1 for _ in truth.open()) if truth.exists() else 0
+            stored, ng, review = db_counts(engine)
+            st = Status(frames_in, stored, ng, review, consumer_lag(stack.broker.bootstrap))
+            typer.echo("\r" + st.line(), nl=False)
+            if expected and stored >= expected:
+                break
+            for name, proc in stack.services.items():
+                if not proc.alive() and not (name == "ingest" and proc.proc and proc.proc.returncode == 0):
+                    raise typer.Exit(f"\nservice {name} died; see {proc.log_path}")
+        typer.echo("")
+    finally:
+        typer.echo("stopping ...")
+        stack.stop()
+
+
+def _stub(target: str) -> query_pb2_grpc.InspectionQueryStub:
+    return query_pb2_grpc.InspectionQueryStub(grpc.insecure_channel(target))
+
+
+@query_app.command("list")
+def query_list(
+    target: str = typer.Option("127.0.0.1:50051", help="host:port of the query API"),
+    line: list[str] = typer.Option([], help="filter: line (repeatable)"),
+    verdict: list[str] = typer.Option([], help="filter: ok / ng / review"),
+    limit: int = typer.Option(20, help="rows to print"),
+) -> None:
+    """List stored inspections, newest last, following page tokens."""
+    flt = query_pb2.InspectionFilter(lines=line, verdicts=[VERDICTS[v.lower()] for v in verdict])
+    token, shown = "", 0
+    while shown < limit:
+        resp = _stub(target).ListInspections(
+            query_pb2.ListInspectionsRequest(filter=flt, page_size=min(100, limit - shown), page_token=token),
+            timeout=10,
+        )
+        for rec in resp.records:
+            i = rec.inspection
+            typer.echo(f"{i.context.frame_id}  {i.context.source.line:8s} {i.context.source.camera:10s} "
+                       f"{inspections_pb2.Verdict.Name(i.verdict).removeprefix('VERDICT_'):6s} "
+                       f"score {i.score:7.2f}  defects {len(i.defects)}")
+            shown += 1
+        token = resp.next_page_token
+        if not token:
+            break
+
+
+@query_app.command("get")
+def query_get(frame_id: str, target: str = typer.Option("127.0.0.1:50051")) -> None:
+    """One inspection with its defects, as JSON."""
+    rec = _stub(target).GetInspection(query_pb2.GetInspectionRequest(frame_id=frame_id), timeout=10)
+    typer.echo(json.dumps(MessageToDict(rec), indent=2))
+
+
+@app.command()
+def fit(
+    recipe: Path = typer.Option(Path("models/recipes/brushed-metal.yaml"), help="recipe template"),
+    family: str = typer.Option("brushed_metal", help="synthetic part family to fit on"),
+    workdir: Path = typer.Option(Path("var/up")),
+    target: str = typer.Option("cpu", help="Triton repository target: cpu or gpu"),
+) -> None:
+    """Fit the anomaly model on good parts, calibrate thresholds, build the Triton repository."""
+    from models.prepare import fit_recipe
+
+    t0 = time.perf_counter()
+    p = fit_recipe(recipe, family, workdir, target=target, force=True)
+    typer.echo(f"model {p.onnx_path}\nrecipe {p.recipe_path} (thresholds: {p.recipe.thresholds.method})\n"
+               f"repository {p.repository}\ndone in {time.perf_counter() - t0:.1f} s")
+
+
+@app.command()
+def protos() -> None:
+    """Regenerate the protobuf/gRPC Python code from protos/."""
+    from services.cli.protogen import generate
+
+    for path in generate():
+        typer.echo(str(path))
+
+
+if __name__ == "__main__":
+    app()

@@ -1,0 +1,23 @@
+"""Settings every service shares; each service adds its own with env prefix DEFECTFLOW_<NAME>_."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class StageSettings(BaseSettings):
+    """Kafka, blob store and metrics settings of one stage (frozen once loaded)."""
+
+    model_config = SettingsConfigDict(frozen=True, extra="ignore")
+
+    kafka_bootstrap: str = "127.0.0.1:9092"
+    blob_root: Path = Path("var/blobs")
+    recipes_dir: Path = Path("var/recipes")
+    metrics_port: int = 0                 # 0 = no /metrics endpoint
+    poll_timeout_ms: int = 200
+    max_poll_records: int = 64
+    session_timeout_ms: int = 6000        # Tansu's first join waits ~half of this
+    instance: str = ""                    # pod/host name, stamped on messages
+    log_level: str = "INFO"

@@ -1,0 +1,122 @@
+"""Recipes: one versioned YAML file per product, validated with pydantic.
+
+A recipe says how a product is inspected: ROI, tiling, which model, the
+calibrated thresholds (outside the model graph) and the verdict rules' limits.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+
+class Roi(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    x: int = Field(ge=0)
+    y: int = Field(ge=0)
+    width: int = Field(gt=0)
+    height: int = Field(gt=0)
+
+
+class Tiling(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    tile_size: int = Field(gt=0, description="tile edge in frame pixels")
+    overlap: int = Field(ge=0, description="overlap between neighbouring tiles in frame pixels")
+    model_input: int = Field(gt=0, description="tile edge the model takes; tiles are resized to it")
+    mean: tuple[float, float, float] = (0.0, 0.0, 0.0)
+    std: tuple[float, float, float] = (1.0, 1.0, 1.0)
+    stitch: str = Field("max", pattern="^(max|mean)$")
+    chunk_bytes: int = Field(512 * 1024, gt=0, le=900 * 1024, description="byte budget of one tiles message")
+
+    @model_validator(mode="after")
+    def _overlap_below_tile(self) -> Tiling:
+        if self.overlap >= self.tile_size:
+            raise ValueError(f"overlap {self.overlap} must be smaller than tile_size {self.tile_size}")
+        return self
+
+
+class ModelRef(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid", protected_namespaces=())
+    name: str
+    task: str = Field("anomaly", pattern="^(anomaly|segmentation|detection|classification)$")
+    decoder: str = "defectflow_anomaly"
+    version: str = ""  # empty: the version Triton serves as latest
+
+
+class Thresholds(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    pixel: float = Field(description="anomaly-map value above which a pixel is defective")
+    image: float = Field(description="image score at or above which a part is NG")
+    review_low: float = Field(description="image scores in [review_low, image) are REVIEW")
+    min_defect_area_px: int = Field(8, ge=1)
+    method: str = "unset"  # how they were calibrated, for the record
+
+
+class Recipe(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    id: str = Field(pattern=r"^[a-z0-9][a-z0-9_.-]*$")
+    version: int = Field(ge=1)
+    description: str = ""
+    roi: Roi | None = None
+    pixel_pitch_mm: float = Field(0.1, gt=0)
+    max_image_pixels: int = Field(64_000_000, gt=0)
+    tiling: Tiling
+    model: ModelRef
+    thresholds: Thresholds
+    defect_class: str = "anomaly"
+    frame_timeout_s: float = Field(30.0, gt=0, description="wait this long for a frame's tiles")
+
+    @model_validator(mode="after")
+    def _review_band(self) -> Recipe:
+        t = self.thresholds
+        if t.review_low > t.image:
+            raise ValueError(f"thresholds.review_low {t.review_low} is above thresholds.image {t.image}")
+        return self
+
+
+class RecipeError(ValueError):
+    pass
+
+
+def load_recipe(path: Path) -> Recipe:
+    try:
+        data = yaml.safe_load(Path(path).read_text())
+    except (OSError, yaml.YAMLError) as exc:
+        raise RecipeError(f"cannot read recipe {path}: {exc}") from exc
+    try:
+        return Recipe.model_validate(data)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc']) or '(top level)'}: {e['msg']}" for e in exc.errors()
+        )
+        raise RecipeError(f"invalid recipe {path}: {problems}") from exc
+
+
+def save_recipe(recipe: Recipe, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(yaml.safe_dump(recipe.model_dump(mode="json"), sort_keys=False))
+
+
+class RecipeBook:
+    """All recipes in a directory, reloaded when a file changes (changeover without restart)."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = Path(directory)
+        self._cache: dict[str, tuple[float, Recipe]] = {}
+
+    def get(self, recipe_id: str) -> Recipe:
+        path = self.directory / f"{recipe_id}.yaml"
+        try:
+            mtime = path.stat().st_mtime
+        except FileNotFoundError:
+            raise RecipeError(f"unknown recipe {recipe_id!r}: no file {path}") from None
+        cached = self._cache.get(recipe_id)
+        if cached and cached[0] == mtime:
+            return cached[1]
+        recipe = load_recipe(path)
+        if recipe.id != recipe_id:
+            raise RecipeError(f"recipe file {path} declares id {recipe.id!r}, expected {recipe_id!r}")
+        self._cache[recipe_id] = (mtime, recipe)
+        return recipe

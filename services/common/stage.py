@@ -1,0 +1,263 @@
+"""The consume -> process -> produce -> commit loop every Kafka stage runs.
+
+Delivery: at least once. A record's offset is committed only after every
+output it caused was acknowledged by the broker (acks=all) and the handler
+declared it done; a stateful handler (postprocess waiting for a frame's tiles)
+keeps records pending, and the committed offset never passes the oldest
+pending one. Bad input goes to the dead-letter topic; a Transient error rewinds
+the partitions of the batch and retries after a backoff, so nothing is lost.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from kafka import KafkaConsumer, KafkaProducer, OffsetAndMetadata, TopicPartition
+from kafka.consumer.fetcher import ConsumerRecord
+from kafka.consumer.subscription_state import ConsumerRebalanceListener
+
+from defectflow.v1 import deadletter_pb2
+from services.common import metrics, topics
+from services.common.config import StageSettings
+from services.common.errors import BadInput, Transient
+
+log = logging.getLogger("defectflow.stage")
+
+
+@dataclass(frozen=True)
+class Output:
+    topic: str
+    key: bytes | None
+    value: bytes
+
+
+@dataclass
+class Handled:
+    """What a handler made of a batch: outputs, dead letters, and which records are done."""
+
+    outputs: list[Output] = field(default_factory=list)
+    done: list[ConsumerRecord] = field(default_factory=list)
+
+
+class Handler(Protocol):
+    def handle(self, records: Sequence[ConsumerRecord]) -> Handled: ...
+
+    def tick(self) -> Handled:
+        """Called every loop: time-based work (timeouts); default nothing."""
+        ...
+
+    def revoke(self, partitions: Iterable[TopicPartition]) -> None: ...
+
+
+def dead_letter(service: str, record: ConsumerRecord, err: BadInput) -> Output:
+    msg = deadletter_pb2.DeadLetter(
+        service=service,
+        reason=err.reason,
+        detail=err.detail,
+        source_topic=record.topic,
+        source_partition=record.partition,
+        source_offset=record.offset,
+        key=record.key or b"",
+        value=record.value or b"",
+        failed_unix_ns=time.time_ns(),
+        frame_id=err.frame_id,
+    )
+    log.warning(
+        "dead letter: %s", err.detail,
+        extra={"reason": err.reason, "topic": record.topic, "partition": record.partition,
+               "offset": record.offset, "frame_id": err.frame_id},
+    )
+    metrics.DEAD_LETTERS.labels(service, err.reason).inc()
+    return Output(topics.DEADLETTER, record.key, msg.SerializeToString())
+
+
+class OffsetTracker:
+    """Per partition: offsets seen but not yet done; the commit point never passes them."""
+
+    def __init__(self) -> None:
+        self.pending: dict[TopicPartition, set[int]] = {}
+        self.next_offset: dict[TopicPartition, int] = {}
+
+    def seen(self, records: Iterable[ConsumerRecord]) -> None:
+        for r in records:
+            tp = TopicPartition(r.topic, r.partition)
+            self.pending.setdefault(tp, set()).add(r.offset)
+            self.next_offset[tp] = max(self.next_offset.get(tp, 0), r.offset + 1)
+
+    def done(self, records: Iterable[ConsumerRecord]) -> None:
+        for r in records:
+            self.pending.get(TopicPartition(r.topic, r.partition), set()).discard(r.offset)
+
+    def commit_points(self) -> dict[TopicPartition, int]:
+        points = {}
+        for tp, nxt in self.next_offset.items():
+            pend = self.pending.get(tp)
+            points[tp] = min(pend) if pend else nxt
+        return points
+
+    def forget(self, partitions: Iterable[TopicPartition]) -> None:
+        for tp in partitions:
+            self.pending.pop(tp, None)
+            self.next_offset.pop(tp, None)
+
+
+def make_producer(bootstrap: str) -> KafkaProducer:
+    return KafkaProducer(
+        bootstrap_servers=bootstrap,
+        acks="all",
+        retries=10,
+        linger_ms=2,
+        max_request_size=4 * 1024 * 1024,
+        max_in_flight_requests_per_connection=1,  # retries must not reorder one camera's frames
+        request_timeout_ms=15000,
+    )
+
+
+class StageRunner:
+    """Runs one handler over one input topic until SIGTERM/SIGINT or `stop()`."""
+
+    def __init__(self, service: str, input_topic: str, handler: Handler, settings: StageSettings,
+                 group_id: str | None = None) -> None:
+        self.service = service
+        self.input_topic = input_topic
+        self.handler = handler
+        self.settings = settings
+        self.group_id = group_id or topics.GROUPS[input_topic]
+        self.stopping = threading.Event()
+        self.tracker = OffsetTracker()
+        self.committed: dict[TopicPartition, int] = {}
+        self.producer = make_producer(settings.kafka_bootstrap)
+        self.consumer = KafkaConsumer(
+            bootstrap_servers=settings.kafka_bootstrap,
+            group_id=self.group_id,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            max_poll_records=settings.max_poll_records,
+            session_timeout_ms=settings.session_timeout_ms,
+            heartbeat_interval_ms=max(500, settings.session_timeout_ms // 6),
+            max_partition_fetch_bytes=8 * 1024 * 1024,
+            fetch_max_bytes=32 * 1024 * 1024,
+        )
+        self.consumer.subscribe([input_topic], listener=_Rebalance(self))
+
+    def stop(self, *_: object) -> None:
+        self.stopping.set()
+
+    def install_signal_handlers(self) -> None:
+        signal.signal(signal.SIGTERM, self.stop)
+        signal.signal(signal.SIGINT, self.stop)
+
+    def run(self) -> None:
+        backoff = 0.5
+        try:
+            while not self.stopping.is_set():
+                batch = self.consumer.poll(timeout_ms=self.settings.poll_timeout_ms)
+                records = [r for tp in sorted(batch, key=lambda t: t.partition) for r in batch[tp]]
+                try:
+                    self._process(records)
+                    backoff = 0.5
+                except Transient as exc:
+                    log.warning("transient failure, will redo %d records: %s", len(records), exc)
+                    metrics.TRANSIENT_FAILURES.labels(self.service).inc()
+                    self._rewind(records)
+                    self.stopping.wait(backoff)
+                    backoff = min(backoff * 2, 10.0)
+        finally:
+            self.close()
+
+    def _process(self, records: list[ConsumerRecord]) -> None:
+        start = time.perf_counter()
+        handled = Handled()
+        if records:
+            metrics.MESSAGES_IN.labels(self.service).inc(len(records))
+            self.tracker.seen(records)
+            part = self.handler.handle(records)
+            handled.outputs += part.outputs
+            handled.done += part.done
+        part = self.handler.tick()
+        handled.outputs += part.outputs
+        handled.done += part.done
+        if not handled.outputs and not handled.done:
+            return
+        self._publish(handled.outputs)
+        self.tracker.done(handled.done)
+        self._commit()
+        if records:
+            metrics.STAGE_SECONDS.labels(self.service).observe(time.perf_counter() - start)
+
+    def _publish(self, outputs: list[Output]) -> None:
+        futures = [self.producer.send(o.topic, key=o.key, value=o.value) for o in outputs]
+        self.producer.flush(timeout=30)
+        for fut in futures:
+            try:
+                fut.get(timeout=30)
+            except Exception as exc:  # noqa: BLE001 - any send failure means "not acknowledged"
+                raise Transient(f"broker did not acknowledge an output: {exc!r}") from exc
+        for o in outputs:
+            if o.topic != topics.DEADLETTER:
+                metrics.MESSAGES_OUT.labels(self.service, o.topic).inc()
+
+    def _commit(self) -> None:
+        points = {
+            tp: off for tp, off in self.tracker.commit_points().items()
+            if self.committed.get(tp) != off and tp in self.consumer.assignment()
+        }
+        if not points:
+            return
+        self.consumer.commit({tp: OffsetAndMetadata(off, "", -1) for tp, off in points.items()})
+        self.committed.update(points)
+
+    def _rewind(self, records: list[ConsumerRecord]) -> None:
+        first: dict[TopicPartition, int] = {}
+        for r in records:
+            tp = TopicPartition(r.topic, r.partition)
+            first[tp] = min(first.get(tp, r.offset), r.offset)
+        self.tracker.forget(first)
+        for tp, off in first.items():
+            self.consumer.seek(tp, off)
+
+    def on_revoked(self, partitions: list[TopicPartition]) -> None:
+        try:
+            self._commit()
+        except Exception as exc:  # noqa: BLE001 - the new owner redoes uncommitted work
+            log.warning("commit on revoke failed: %s", exc)
+        self.handler.revoke(partitions)
+        self.tracker.forget(partitions)
+        for tp in partitions:
+            self.committed.pop(tp, None)
+
+    def close(self) -> None:
+        try:
+            self.producer.flush(timeout=10)
+            self._commit()
+        except Exception as exc:  # noqa: BLE001 - uncommitted input is redone by the next owner
+            log.warning("final commit failed, input will be redone: %s", exc)
+        self.consumer.close(autocommit=False)
+        self.producer.close(timeout=5)
+
+
+class _Rebalance(ConsumerRebalanceListener):
+    def __init__(self, runner: StageRunner) -> None:
+        self.runner = runner
+
+    def on_partitions_revoked(self, revoked):  # type: ignore[no-untyped-def]
+        self.runner.on_revoked(list(revoked))
+
+    def on_partitions_assigned(self, assigned):  # type: ignore[no-untyped-def]
+        log.info("assigned %s", sorted(f"{tp.topic}[{tp.partition}]" for tp in assigned))
+
+
+class StatelessHandler:
+    """Base for stages that finish every record within the batch it arrived in."""
+
+    def tick(self) -> Handled:
+        return Handled()
+
+    def revoke(self, partitions: Iterable[TopicPartition]) -> None:
+        return None

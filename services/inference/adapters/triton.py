@@ -1,0 +1,79 @@
+"""Triton over gRPC: batched, pipelined requests (several in flight)."""
+
+from __future__ import annotations
+
+import functools
+import queue
+import time
+
+import numpy as np
+import tritonclient.grpc as grpcclient
+from tritonclient.utils import InferenceServerException
+
+from services.common.errors import Transient
+
+
+def _deliver(done: queue.Queue, index: int, result, error) -> None:  # type: ignore[no-untyped-def]
+    done.put((index, result, error))
+
+
+class TritonModels:
+    def __init__(self, url: str, max_in_flight: int, timeout_s: float, retries: int) -> None:
+        self.client = grpcclient.InferenceServerClient(url)
+        self.max_in_flight = max_in_flight
+        self.timeout_s = timeout_s
+        self.retries = retries
+        self._max_batch: dict[str, int] = {}
+
+    def max_batch(self, model: str) -> int:
+        """The model's preferred batch size (largest), else its max_batch_size."""
+        if model not in self._max_batch:
+            try:
+                cfg = self.client.get_model_config(model, as_json=True)["config"]
+            except InferenceServerException as exc:
+                raise Transient(f"cannot read config of model {model!r} from Triton: {exc}") from exc
+            preferred = [int(x) for x in cfg.get("dynamic_batching", {}).get("preferred_batch_size", [])]
+            self._max_batch[model] = max(preferred) if preferred else max(1, int(cfg.get("max_batch_size", 1)))
+        return self._max_batch[model]
+
+    def infer_many(self, model: str, version: str, batches: list[np.ndarray]
+                   ) -> list[tuple[np.ndarray, np.ndarray, str]]:
+        """Run all batches with up to max_in_flight requests at once; results in order."""
+        for attempt in range(self.retries + 1):
+            try:
+                return self._run(model, version, batches)
+            except (InferenceServerException, queue.Empty) as exc:
+                if attempt == self.retries:
+                    raise Transient(f"Triton model {model!r} failed {attempt + 1} times: {exc}") from exc
+                time.sleep(0.2 * 2**attempt)
+        raise AssertionError("unreachable")
+
+    def _run(self, model: str, version: str, batches: list[np.ndarray]):
+        done: queue.Queue = queue.Queue()
+        results: list = [None] * len(batches)
+        in_flight = 0
+        next_i = 0
+        finished = 0
+        while finished < len(batches):
+            while next_i < len(batches) and in_flight < self.max_in_flight:
+                inp = grpcclient.InferInput("tiles", list(batches[next_i].shape), "FP16")
+                inp.set_data_from_numpy(batches[next_i])
+                outs = [grpcclient.InferRequestedOutput("anomaly_map"), grpcclient.InferRequestedOutput("score")]
+                i = next_i
+                self.client.async_infer(
+                    model, [inp], callback=functools.partial(_deliver, done, i),
+                    model_version=version, outputs=outs, client_timeout=self.timeout_s,
+                )
+                in_flight += 1
+                next_i += 1
+            i, result, error = done.get(timeout=self.timeout_s + 5)
+            in_flight -= 1
+            finished += 1
+            if error is not None:
+                raise error
+            served = result.get_response().model_version
+            results[i] = (result.as_numpy("anomaly_map"), result.as_numpy("score"), served)
+        return results
+
+    def close(self) -> None:
+        self.client.close()

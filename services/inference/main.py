@@ -1,0 +1,117 @@
+"""Inference: tile chunks -> predictions, batching tiles across frames and cameras."""
+
+from __future__ import annotations
+
+import socket
+import time
+from collections import defaultdict
+from collections.abc import Sequence
+
+import numpy as np
+from kafka.consumer.fetcher import ConsumerRecord
+
+from defectflow.v1 import predictions_pb2, tiles_pb2
+from services.common import topics
+from services.common.codec import decode, stamp
+from services.common.errors import BadInput
+from services.common.logs import setup_logging
+from services.common.metrics import serve
+from services.common.recipes import RecipeBook, RecipeError
+from services.common.stage import Handled, Output, StageRunner, StatelessHandler, dead_letter
+from services.common.tensors import from_tensor, to_tensor
+from services.inference.adapters.triton import TritonModels
+from services.inference.config import InferenceSettings
+from services.inference.logic import batch_slices, check_outputs
+
+
+class InferenceHandler(StatelessHandler):
+    def __init__(self, settings: InferenceSettings, models: TritonModels) -> None:
+        self.models = models
+        self.recipes = RecipeBook(settings.recipes_dir)
+        self.instance = settings.instance or socket.gethostname()
+
+    def _decode(self, record: ConsumerRecord):
+        chunk = decode(tiles_pb2.TileChunk, record.value)
+        try:
+            recipe = self.recipes.get(chunk.context.recipe_id)
+        except RecipeError as exc:
+            raise BadInput("unknown_recipe", str(exc), chunk.context.frame_id) from exc
+        s = recipe.tiling.model_input
+        try:
+            pixels = [from_tensor(t.pixels, (3, s, s)) for t in chunk.tiles]
+        except BadInput as err:
+            err.frame_id = chunk.context.frame_id
+            raise
+        if not pixels:
+            raise BadInput("bad_tensor", "tile chunk without tiles", chunk.context.frame_id)
+        if any(p.dtype != np.float16 for p in pixels):
+            raise BadInput("bad_tensor", "tiles must be float16", chunk.context.frame_id)
+        return chunk, recipe, pixels
+
+    def handle(self, records: Sequence[ConsumerRecord]) -> Handled:
+        received = time.time_ns()
+        out = Handled(done=list(records))
+        # group decoded chunks by (model, version, tile size): one batch stream per model
+        groups: dict[tuple[str, str, int], list] = defaultdict(list)
+        for record in records:
+            try:
+                chunk, recipe, pixels = self._decode(record)
+            except BadInput as err:
+                out.outputs.append(dead_letter("inference", record, err))
+                continue
+            m = recipe.model
+            groups[(m.name, m.version, recipe.tiling.model_input)].append((record, chunk, pixels))
+        for (model, version, size), items in groups.items():
+            out.outputs += self._infer(model, version, size, items, received)
+        return out
+
+    def _infer(self, model: str, version: str, size: int, items: list, received: int) -> list[Output]:
+        tiles = np.stack([p for _, _, pixels in items for p in pixels])
+        slices = batch_slices(len(tiles), self.models.max_batch(model))
+        results = self.models.infer_many(model, version, [tiles[s] for s in slices])
+        maps = np.concatenate([r[0] for r in results])
+        scores = np.concatenate([r[1] for r in results])
+        served = results[0][2] if results else version
+        outputs, start = [], 0
+        for record, chunk, pixels in items:
+            n = len(pixels)
+            m, sc = maps[start : start + n], scores[start : start + n]
+            start += n
+            try:
+                check_outputs(m, sc, n, size)
+            except BadInput as err:
+                err.frame_id = chunk.context.frame_id
+                outputs.append(dead_letter("inference", record, err))
+                continue
+            msg = predictions_pb2.PredictionChunk(
+                schema_version=topics.SCHEMA_VERSION, context=chunk.context,
+                tiles_total=chunk.tiles_total, chunk_index=chunk.chunk_index,
+                chunks_total=chunk.chunks_total, roi_x=chunk.roi_x, roi_y=chunk.roi_y,
+                roi_width=chunk.roi_width, roi_height=chunk.roi_height,
+            )
+            msg.model_versions[model] = served
+            msg.stamps.extend(chunk.stamps)
+            for tile, tmap, tscore in zip(chunk.tiles, m, sc, strict=True):
+                msg.tiles.add(rect=tile.rect, score=float(tscore[0]),
+                              anomaly_map=to_tensor(tmap[0].astype(np.float16)))
+            stamp(msg, "inference", received, time.time_ns(), self.instance)
+            outputs.append(Output(topics.PREDICTIONS, record.key, msg.SerializeToString()))
+        return outputs
+
+
+def main() -> None:
+    settings = InferenceSettings()
+    setup_logging("inference", settings.log_level)
+    serve(settings.metrics_port)
+    models = TritonModels(settings.triton_url, settings.max_in_flight, settings.request_timeout_s,
+                          settings.retries)
+    runner = StageRunner("inference", topics.TILES, InferenceHandler(settings, models), settings)
+    runner.install_signal_handlers()
+    try:
+        runner.run()
+    finally:
+        models.close()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,94 @@
+"""Camera sources: a synthetic camera of generated parts, an image folder, a video file."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+import cv2
+import numpy as np
+
+from models.synth.parts import render_part
+
+
+@dataclass(frozen=True)
+class Capture:
+    image: np.ndarray
+    truth: dict | None = None  # ground truth of a synthetic part (kept for tests)
+
+
+class Camera(Protocol):
+    line: str
+    station: str
+    name: str
+
+    def read(self) -> Capture | None: ...  # None: source exhausted
+
+
+class SyntheticCamera:
+    def __init__(self, line: str, station: str, name: str, family: str, seed: int,
+                 defect_rate: float, defect_types: list[str], size: tuple[int, int]) -> None:
+        self.line, self.station, self.name = line, station, name
+        self.family, self.size = family, size
+        self.defect_types = defect_types
+        self.defect_rate = defect_rate
+        self.rng = np.random.default_rng(seed)
+        self.seed = seed
+
+    def read(self) -> Capture:
+        part_seed = int(self.rng.integers(0, 2**31))
+        defect = None
+        if self.rng.random() < self.defect_rate:
+            defect = self.defect_types[int(self.rng.integers(0, len(self.defect_types)))]
+        image, gt = render_part(self.family, part_seed, self.size, defect, "obvious")
+        return Capture(image, {"family": self.family, "seed": part_seed, "defect_type": defect,
+                               "severity": gt.severity, "box": gt.box})
+
+
+class FolderCamera:
+    EXTENSIONS = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"}
+
+    def __init__(self, line: str, station: str, name: str, folder: Path) -> None:
+        self.line, self.station, self.name = line, station, name
+        files = sorted(p for p in Path(folder).rglob("*") if p.suffix.lower() in self.EXTENSIONS)
+        if not files:
+            raise FileNotFoundError(f"no images ({', '.join(sorted(self.EXTENSIONS))}) under {folder}")
+        self._files: Iterator[Path] = iter(files)
+
+    def read(self) -> Capture | None:
+        for path in self._files:
+            image = cv2.imread(str(path), cv2.IMREAD_COLOR)
+            if image is not None:
+                return Capture(image, {"path": str(path)})
+        return None
+
+
+class VideoCamera:
+    def __init__(self, line: str, station: str, name: str, path: Path) -> None:
+        self.line, self.station, self.name = line, station, name
+        self.cap = cv2.VideoCapture(str(path))
+        if not self.cap.isOpened():
+            raise FileNotFoundError(f"OpenCV cannot open video {path}")
+
+    def read(self) -> Capture | None:
+        ok, image = self.cap.read()
+        return Capture(image) if ok else None
+
+
+class GroundTruthLog:
+    """Appends one JSON line per accepted frame (frame id + the part's truth)."""
+
+    def __init__(self, path: Path | None) -> None:
+        self.file = open(path, "a") if path else None  # noqa: SIM115
+
+    def write(self, frame_id: str, camera: Camera, truth: dict | None) -> None:
+        if self.file:
+            self.file.write(json.dumps({"frame_id": frame_id, "line": camera.line,
+                                        "camera": camera.name, **(truth or {})}) + "\n")
+
+    def flush(self) -> None:
+        if self.file:
+            self.file.flush()

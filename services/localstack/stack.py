@@ -1,0 +1,89 @@
+"""The whole pipeline on one machine: broker, Triton, PostgreSQL and the five services.
+
+Used by `defectflow up`, the end-to-end tests and the benchmarks alike.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from models.prepare import DEFAULT_RECIPE, Prepared, fit_recipe
+from services.common.kafka_admin import ensure_topics
+from services.localstack.broker import Broker, start_broker
+from services.localstack.postgres import Postgres, start_postgres
+from services.localstack.process import ManagedProcess, free_port, port_open
+from services.localstack.triton import Triton, start_triton
+
+SERVICES = ("ingest", "tiling", "inference", "postprocess", "store")
+PIPELINE = ("tiling", "inference", "postprocess", "store")  # consumers, started before ingest
+
+
+@dataclass
+class LocalStack:
+    workdir: Path
+    partitions: int = 4
+    broker: Broker | None = None
+    postgres: Postgres | None = None
+    triton: Triton | None = None
+    prepared: Prepared | None = None
+    query_port: int = 0
+    services: dict[str, ManagedProcess] = field(default_factory=dict)
+
+    def start_components(self, family: str = "brushed_metal") -> LocalStack:
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.prepared = fit_recipe(DEFAULT_RECIPE, family, self.workdir)
+        self.broker = start_broker(self.workdir)
+        ensure_topics(self.broker.bootstrap, self.partitions)
+        self.postgres = start_postgres(self.workdir / "postgres")
+        self.triton = start_triton(self.prepared.repository, self.workdir)
+        return self
+
+    def service_env(self, name: str, extra: dict[str, str] | None = None) -> dict[str, str]:
+        assert self.broker and self.postgres and self.triton
+        p = f"DEFECTFLOW_{name.upper()}_"
+        env = dict(os.environ)
+        env.update({
+            p + "KAFKA_BOOTSTRAP": self.broker.bootstrap,
+            p + "BLOB_ROOT": str(self.workdir / "blobs"),
+            p + "RECIPES_DIR": str(self.workdir / "recipes"),
+            p + "INSTANCE": name,
+        })
+        if name == "inference":
+            env[p + "TRITON_URL"] = self.triton.grpc_url
+        if name == "store":
+            env[p + "DATABASE_URL"] = self.postgres.url
+            env[p + "GRPC_ADDRESS"] = f"127.0.0.1:{self.query_port}"
+        for k, v in (extra or {}).items():
+            env[p + k.upper()] = v
+        return env
+
+    def start_service(self, name: str, extra: dict[str, str] | None = None, replica: int = 0) -> ManagedProcess:
+        if name == "store" and not self.query_port:
+            self.query_port = free_port()
+        label = name if replica == 0 else f"{name}-{replica}"
+        proc = ManagedProcess(
+            name=label, argv=[sys.executable, "-m", f"services.{name}.main"],
+            log_path=self.workdir / "logs" / f"{label}.log", env=self.service_env(name, extra),
+        ).start()
+        self.services[label] = proc
+        if name == "store":
+            proc.wait_ready(lambda: port_open(self.query_port), 60)
+        return proc
+
+    def start_pipeline(self, extra: dict[str, dict[str, str]] | None = None) -> None:
+        for name in PIPELINE:
+            self.start_service(name, (extra or {}).get(name))
+
+    def stop_services(self) -> None:
+        for proc in reversed(list(self.services.values())):
+            proc.stop(timeout_s=15)
+        self.services.clear()
+
+    def stop(self) -> None:
+        self.stop_services()
+        for comp in (self.triton, self.postgres, self.broker):
+            if comp is not None:
+                comp.stop()

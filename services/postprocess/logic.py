@@ -1,0 +1,118 @@
+"""Post-processing: stitch tile maps, find defects, decide the verdict.
+
+`decide` is the rulebook; everything it needs is passed in, so its unit tests
+read like the rules a quality engineer signs off.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import cv2
+import numpy as np
+
+from services.common.domain import DefectRecord, Decision, Rect, TileRect, Verdict
+
+
+def stitch(
+    frame_size: tuple[int, int],
+    tiles: Sequence[tuple[TileRect, np.ndarray]],
+    mode: str = "max",
+) -> np.ndarray:
+    """Blend per-tile maps (any resolution) into one float32 map of frame size (w, h).
+
+    Pixels no tile covers are 0. In overlaps: "max" keeps the strongest evidence,
+    "mean" averages.
+    """
+    width, height = frame_size
+    canvas = np.zeros((height, width), np.float32)
+    weight = np.zeros((height, width), np.float32) if mode == "mean" else None
+    for rect, tile_map in tiles:
+        m = np.asarray(tile_map, np.float32).reshape(tile_map.shape[-2:])
+        if m.shape != (rect.height, rect.width):
+            m = cv2.resize(m, (rect.width, rect.height), interpolation=cv2.INTER_LINEAR)
+        region = canvas[rect.y : rect.y1, rect.x : rect.x1]
+        if weight is None:
+            np.maximum(region, m, out=region)
+        else:
+            region += m
+            weight[rect.y : rect.y1, rect.x : rect.x1] += 1.0
+    if weight is not None:
+        np.divide(canvas, weight, out=canvas, where=weight > 0)
+    return canvas
+
+
+def find_defects(
+    anomaly_map: np.ndarray,
+    pixel_threshold: float,
+    min_area_px: int,
+    pixel_pitch_mm: float,
+    defect_class: str,
+    max_contour_points: int = 64,
+) -> list[DefectRecord]:
+    """Connected components of the thresholded map that are at least `min_area_px` large."""
+    mask = (anomaly_map >= pixel_threshold).astype(np.uint8)
+    n, labels, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=8)
+    defects = []
+    for label in range(1, n):
+        x, y, w, h, area = (int(v) for v in stats[label])
+        if area < min_area_px:
+            continue
+        component = labels[y : y + h, x : x + w] == label
+        score = float(anomaly_map[y : y + h, x : x + w][component].max())
+        contours, _ = cv2.findContours(component.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+        outline = max(contours, key=cv2.contourArea)
+        if len(outline) > max_contour_points:
+            outline = cv2.approxPolyDP(outline, 1.5, True)
+        points = tuple((float(px + x), float(py + y)) for px, py in outline.reshape(-1, 2))
+        defects.append(
+            DefectRecord(
+                defect_class=defect_class,
+                score=score,
+                box=(float(x), float(y), float(x + w), float(y + h)),
+                area_px=float(area),
+                area_mm2=float(area) * pixel_pitch_mm**2,
+                contour=points,
+            )
+        )
+    defects.sort(key=lambda d: d.score, reverse=True)
+    return defects
+
+
+def decide(
+    score: float,
+    defects: Sequence[DefectRecord],
+    image_threshold: float,
+    review_low: float,
+    complete: bool,
+    tiles_expected: int,
+    tiles_received: int,
+) -> Decision:
+    """The verdict rules, in order.
+
+    1. Not all tiles arrived (or the score is not a number)      -> REVIEW.
+    2. A defect region exists and the image score >= threshold   -> NG.
+    3. Image score in the review band [review_low, threshold),
+       or a defect region with an image score below threshold    -> REVIEW.
+    4. Otherwise                                                 -> OK.
+    """
+    if not complete:
+        return Decision(
+            Verdict.REVIEW, score, tuple(defects),
+            (f"incomplete frame: {tiles_received} of {tiles_expected} tiles arrived",),
+        )
+    if not np.isfinite(score):
+        return Decision(Verdict.REVIEW, score, tuple(defects), (f"non-finite image score {score}",))
+    if defects and score >= image_threshold:
+        return Decision(
+            Verdict.NG, score, tuple(defects),
+            (f"{len(defects)} defect region(s); score {score:.3f} >= threshold {image_threshold:.3f}",),
+        )
+    if score >= review_low or defects:
+        return Decision(
+            Verdict.REVIEW, score, tuple(defects),
+            (f"score {score:.3f} in review band [{review_low:.3f}, {image_threshold:.3f})",),
+        )
+    return Decision(Verdict.OK, score, (), (f"score {score:.3f} below review band {review_low:.3f}",))
+
+

@@ -1,0 +1,165 @@
+"""Postprocess: collect a frame's tile predictions, stitch, threshold, decide, publish."""
+
+from __future__ import annotations
+
+import socket
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+from kafka import TopicPartition
+from kafka.consumer.fetcher import ConsumerRecord
+
+from defectflow.v1 import common_pb2, inspections_pb2, predictions_pb2
+from services.common import topics
+from services.common.codec import decode, stamp
+from services.common.domain import Decision, TileRect
+from services.common.errors import BadInput
+from services.common.logs import setup_logging
+from services.common.metrics import serve
+from services.common.recipes import Recipe, RecipeBook, RecipeError
+from services.common.stage import Handled, Output, StageRunner, dead_letter
+from services.common.tensors import from_tensor
+from services.postprocess.config import PostprocessSettings
+from services.postprocess.logic import decide, find_defects, stitch
+
+
+@dataclass
+class FrameAssembly:
+    context: common_pb2.FrameContext
+    recipe: Recipe
+    tiles_total: int
+    key: bytes | None
+    first_seen: float
+    received_ns: int
+    tiles: dict[int, tuple[TileRect, np.ndarray, float]] = field(default_factory=dict)
+    records: list[ConsumerRecord] = field(default_factory=list)
+    stamps: list[common_pb2.StageStamp] = field(default_factory=list)
+    model_versions: dict[str, str] = field(default_factory=dict)
+
+
+class PostprocessHandler:
+    def __init__(self, settings: PostprocessSettings) -> None:
+        self.recipes = RecipeBook(settings.recipes_dir)
+        self.instance = settings.instance or socket.gethostname()
+        self.max_pending = settings.max_pending_frames
+        self.frames: dict[str, FrameAssembly] = {}
+
+    def handle(self, records: Sequence[ConsumerRecord]) -> Handled:
+        out = Handled()
+        for record in records:
+            try:
+                frame_id = self._add(record)
+            except BadInput as err:
+                out.outputs.append(dead_letter("postprocess", record, err))
+                out.done.append(record)
+                continue
+            fa = self.frames[frame_id]
+            if len(fa.tiles) >= fa.tiles_total:
+                out.outputs.append(self._finish(frame_id, complete=True))
+                out.done += fa.records
+        return out
+
+    def tick(self) -> Handled:
+        """Frames whose tiles did not all arrive in time are recorded as incomplete (REVIEW)."""
+        out = Handled()
+        now = time.monotonic()
+        overdue = [fid for fid, fa in self.frames.items()
+                   if now - fa.first_seen > fa.recipe.frame_timeout_s]
+        # bounded memory: past max_pending, the oldest frames are closed as incomplete too
+        excess = len(self.frames) - len(overdue) - self.max_pending
+        if excess > 0:
+            rest = sorted((fa.first_seen, fid) for fid, fa in self.frames.items() if fid not in overdue)
+            overdue += [fid for _, fid in rest[:excess]]
+        for fid in overdue:
+            records = self.frames[fid].records
+            out.outputs.append(self._finish(fid, complete=False))
+            out.done += records
+        return out
+
+    def revoke(self, partitions: Iterable[TopicPartition]) -> None:
+        lost = {(tp.topic, tp.partition) for tp in partitions}
+        for fid in [f for f, fa in self.frames.items()
+                    if any((r.topic, r.partition) in lost for r in fa.records)]:
+            del self.frames[fid]  # uncommitted: the new owner of the partition redoes them
+
+    def _add(self, record: ConsumerRecord) -> str:
+        chunk = decode(predictions_pb2.PredictionChunk, record.value)
+        ctx = chunk.context
+        fa = self.frames.get(ctx.frame_id)
+        if fa is None:
+            try:
+                recipe = self.recipes.get(ctx.recipe_id)
+            except RecipeError as exc:
+                raise BadInput("unknown_recipe", str(exc), ctx.frame_id) from exc
+            if chunk.tiles_total == 0:
+                raise BadInput("bad_tiles", "prediction chunk says the frame has 0 tiles", ctx.frame_id)
+            fa = FrameAssembly(ctx, recipe, chunk.tiles_total, record.key, time.monotonic(), time.time_ns())
+            fa.stamps.extend(chunk.stamps)
+            self.frames[ctx.frame_id] = fa
+        size = fa.recipe.tiling.model_input
+        parsed = []
+        for t in chunk.tiles:
+            r = t.rect
+            if r.index >= fa.tiles_total:
+                raise BadInput("bad_tiles", f"tile index {r.index} >= tiles_total {fa.tiles_total}", ctx.frame_id)
+            try:
+                tmap = from_tensor(t.anomaly_map, (size, size))
+            except BadInput as err:
+                err.frame_id = ctx.frame_id
+                raise
+            parsed.append((r.index, TileRect(r.x, r.y, r.width, r.height, r.index), tmap, t.score))
+        for index, rect, tmap, score in parsed:
+            fa.tiles[index] = (rect, tmap, score)
+        fa.model_versions.update(chunk.model_versions)
+        fa.records.append(record)
+        return ctx.frame_id
+
+    def _finish(self, frame_id: str, complete: bool) -> Output:
+        fa = self.frames.pop(frame_id)
+        recipe, ctx = fa.recipe, fa.context
+        th = recipe.thresholds
+        if fa.tiles:
+            amap = stitch((ctx.image.width, ctx.image.height),
+                          [(rect, tmap) for rect, tmap, _ in fa.tiles.values()], recipe.tiling.stitch)
+            score = float(amap.max())
+            defects = find_defects(amap, th.pixel, th.min_defect_area_px, recipe.pixel_pitch_mm,
+                                   recipe.defect_class)
+        else:
+            score, defects = float("nan"), []
+        decision = decide(score, defects, th.image, th.review_low, complete, fa.tiles_total, len(fa.tiles))
+        msg = inspection_message(ctx, decision, fa, complete)
+        stamp(msg, "postprocess", fa.received_ns, time.time_ns(), self.instance)
+        return Output(topics.INSPECTIONS, fa.key, msg.SerializeToString())
+
+
+def inspection_message(ctx, decision: Decision, fa: FrameAssembly, complete: bool) -> inspections_pb2.Inspection:
+    msg = inspections_pb2.Inspection(
+        schema_version=topics.SCHEMA_VERSION, context=ctx, verdict=int(decision.verdict),
+        score=decision.score if np.isfinite(decision.score) else 0.0,
+        reasons=list(decision.reasons), complete=complete,
+        tiles_expected=fa.tiles_total, tiles_received=len(fa.tiles),
+    )
+    msg.model_versions.update(fa.model_versions)
+    msg.stamps.extend(fa.stamps)
+    for d in decision.defects:
+        pb = msg.defects.add(defect_class=d.defect_class, score=d.score, area_px=d.area_px,
+                             area_mm2=d.area_mm2, source=d.source)
+        pb.box.x0, pb.box.y0, pb.box.x1, pb.box.y1 = d.box
+        for x, y in d.contour:
+            pb.contour.add(x=x, y=y)
+    return msg
+
+
+def main() -> None:
+    settings = PostprocessSettings()
+    setup_logging("postprocess", settings.log_level)
+    serve(settings.metrics_port)
+    runner = StageRunner("postprocess", topics.PREDICTIONS, PostprocessHandler(settings), settings)
+    runner.install_signal_handlers()
+    runner.run()
+
+
+if __name__ == "__main__":
+    main()

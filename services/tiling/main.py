@@ -1,0 +1,102 @@
+"""Tiling: frames -> preprocessed tile chunks (raw float16 tensors, never re-encoded)."""
+
+from __future__ import annotations
+
+import socket
+import time
+from collections.abc import Sequence
+
+from kafka.consumer.fetcher import ConsumerRecord
+
+from defectflow.v1 import common_pb2, frames_pb2, tiles_pb2
+from services.common import topics
+from services.common.blobstore import LocalBlobStore
+from services.common.codec import decode, stamp
+from services.common.domain import Rect
+from services.common.errors import BadInput
+from services.common.images import decode_image
+from services.common.logs import setup_logging
+from services.common.metrics import serve
+from services.common.recipes import RecipeBook, RecipeError
+from services.common.stage import Handled, Output, StageRunner, StatelessHandler, dead_letter
+from services.common.tensors import to_tensor
+from services.tiling.config import TilingSettings
+from services.tiling.logic import chunk_ranges, clip_roi, preprocess, tile_grid
+
+
+class TilingHandler(StatelessHandler):
+    def __init__(self, settings: TilingSettings) -> None:
+        self.blobs = LocalBlobStore(settings.blob_root)
+        self.recipes = RecipeBook(settings.recipes_dir)
+        self.instance = settings.instance or socket.gethostname()
+
+    def handle(self, records: Sequence[ConsumerRecord]) -> Handled:
+        out = Handled(done=list(records))
+        for record in records:
+            try:
+                out.outputs += self.tile(record)
+            except BadInput as err:
+                out.outputs.append(dead_letter("tiling", record, err))
+        return out
+
+    def load_image(self, ref: common_pb2.ImageRef, max_pixels: int, frame_id: str):
+        if ref.HasField("blob_uri"):
+            try:
+                data = self.blobs.get(ref.blob_uri)
+            except (OSError, ValueError) as exc:
+                raise BadInput("missing_blob", f"cannot read {ref.blob_uri}: {exc}", frame_id) from exc
+        else:
+            data = ref.inline_data
+        try:
+            return decode_image(data, ref.encoding, max_pixels, (ref.width, ref.height, ref.channels))
+        except BadInput as err:
+            err.frame_id = frame_id
+            raise
+
+    def tile(self, record: ConsumerRecord) -> list[Output]:
+        received = time.time_ns()
+        frame = decode(frames_pb2.Frame, record.value)
+        ctx = frame.context
+        try:
+            recipe = self.recipes.get(ctx.recipe_id)
+        except RecipeError as exc:
+            raise BadInput("unknown_recipe", str(exc), ctx.frame_id) from exc
+        image = self.load_image(ctx.image, recipe.max_image_pixels, ctx.frame_id)
+        h, w = image.shape[:2]
+        r = recipe.roi
+        roi = clip_roi(Rect(r.x, r.y, r.width, r.height) if r else None, w, h)
+        rects = tile_grid(roi, recipe.tiling.tile_size, recipe.tiling.overlap)
+        t = recipe.tiling
+        pixels = preprocess(image, rects, t.model_input, t.mean, t.std)
+        ctx.recipe_version = recipe.version
+        chunks = chunk_ranges(len(rects), pixels[0].nbytes, t.chunk_bytes)
+        outputs = []
+        for ci, idx in enumerate(chunks):
+            msg = tiles_pb2.TileChunk(
+                schema_version=topics.SCHEMA_VERSION, context=ctx, tiles_total=len(rects),
+                chunk_index=ci, chunks_total=len(chunks),
+                roi_x=roi.x, roi_y=roi.y, roi_width=roi.width, roi_height=roi.height,
+            )
+            msg.stamps.extend(frame.stamps)
+            for i in idx:
+                rc = rects[i]
+                msg.tiles.add(
+                    rect=common_pb2.TileRect(index=rc.index, x=rc.x, y=rc.y, width=rc.width, height=rc.height),
+                    pixels=to_tensor(pixels[i]),
+                )
+            stamp(msg, "tiling", received, time.time_ns(), self.instance)
+            outputs.append(Output(topics.TILES, record.key, msg.SerializeToString()))
+        return outputs
+
+
+def main() -> None:
+    settings = TilingSettings()
+    setup_logging("tiling", settings.log_level)
+    serve(settings.metrics_port)
+    runner = StageRunner("tiling", topics.FRAMES, TilingHandler(settings), settings)
+    runner.install_signal_handlers()
+    runner.run()
+
+
+if __name__ == "__main__":
+    main()
