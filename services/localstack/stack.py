@@ -33,12 +33,17 @@ class LocalStack:
     services: dict[str, ManagedProcess] = field(default_factory=dict)
 
     def start_components(self, family: str = "brushed_metal") -> LocalStack:
+        """Start whatever is not running yet (fixtures start them one by one)."""
         self.workdir.mkdir(parents=True, exist_ok=True)
-        self.prepared = fit_recipe(DEFAULT_RECIPE, family, self.workdir)
-        self.broker = start_broker(self.workdir)
-        ensure_topics(self.broker.bootstrap, self.partitions)
-        self.postgres = start_postgres(self.workdir / "postgres")
-        self.triton = start_triton(self.prepared.repository, self.workdir)
+        if self.prepared is None:
+            self.prepared = fit_recipe(DEFAULT_RECIPE, family, self.workdir)
+        if self.broker is None:
+            self.broker = start_broker(self.workdir)
+            ensure_topics(self.broker.bootstrap, self.partitions)
+        if self.postgres is None:
+            self.postgres = start_postgres(self.workdir / "postgres")
+        if self.triton is None:
+            self.triton = start_triton(self.prepared.repository, self.workdir)
         return self
 
     def service_env(self, name: str, extra: dict[str, str] | None = None) -> dict[str, str]:
