@@ -1,0 +1,52 @@
+"""The verdict rulebook, one rule per test."""
+
+import math
+
+import numpy as np
+
+from services.common.domain import DefectRecord, Verdict
+from services.postprocess.logic import decide, find_defects
+
+DEFECT = DefectRecord("anomaly", 20.0, (10, 10, 20, 12), 20.0, 0.05)
+
+
+def rule(score, defects=(), complete=True):
+    return decide(score, list(defects), image_threshold=10.0, review_low=8.0, complete=complete,
+                  tiles_expected=25, tiles_received=25 if complete else 24)
+
+
+def test_incomplete_frame_is_review_whatever_the_score():
+    d = rule(1.0, complete=False)
+    assert d.verdict == Verdict.REVIEW and "24 of 25" in d.reasons[0]
+
+
+def test_defect_region_with_score_over_threshold_is_ng():
+    assert rule(20.0, [DEFECT]).verdict == Verdict.NG
+
+
+def test_score_in_review_band_is_review():
+    assert rule(9.0).verdict == Verdict.REVIEW
+
+
+def test_score_over_threshold_without_a_large_enough_region_is_review():
+    assert rule(12.0).verdict == Verdict.REVIEW
+
+
+def test_low_score_is_ok_and_carries_no_defects():
+    d = rule(3.0)
+    assert d.verdict == Verdict.OK and d.defects == ()
+
+
+def test_nan_score_is_review():
+    assert rule(math.nan).verdict == Verdict.REVIEW
+
+
+def test_components_below_min_area_are_ignored_and_areas_are_in_mm2():
+    amap = np.zeros((100, 100), np.float32)
+    amap[10:13, 10:40] = 5.0   # 90 px scratch
+    amap[70:72, 70:72] = 9.0   # 4 px speck
+    defects = find_defects(amap, 1.0, 8, 0.1, "anomaly")
+    assert len(defects) == 1
+    d = defects[0]
+    assert d.box == (10.0, 10.0, 40.0, 13.0) and d.area_px == 90.0
+    assert abs(d.area_mm2 - 0.9) < 1e-6 and d.score == 5.0 and len(d.contour) >= 4
