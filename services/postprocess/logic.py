@@ -25,8 +25,9 @@ def stitch(
     "mean" averages.
     """
     width, height = frame_size
-    canvas = np.zeros((height, width), np.float32)
-    weight = np.zeros((height, width), np.float32) if mode == "mean" else None
+    # mean accumulates in float64 so that averaging k equal values returns the value exactly
+    canvas = np.zeros((height, width), np.float64 if mode == "mean" else np.float32)
+    weight = np.zeros((height, width), np.float64) if mode == "mean" else None
     for rect, tile_map in tiles:
         m = np.asarray(tile_map, np.float32).reshape(tile_map.shape[-2:])
         if m.shape != (rect.height, rect.width):
@@ -39,7 +40,7 @@ def stitch(
             weight[rect.y : rect.y1, rect.x : rect.x1] += 1.0
     if weight is not None:
         np.divide(canvas, weight, out=canvas, where=weight > 0)
-    return canvas
+    return canvas.astype(np.float32, copy=False)
 
 
 def find_defects(
