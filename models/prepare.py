@@ -28,8 +28,16 @@ class Prepared:
     repository: Path
 
 
-def fit_recipe(template: Path, family: str, workdir: Path, n_train: int = 20, n_val: int = 20,
-               size: tuple[int, int] = (512, 512), target: str = "cpu", force: bool = False) -> Prepared:
+def fit_recipe(
+    template: Path,
+    family: str,
+    workdir: Path,
+    n_train: int = 20,
+    n_val: int = 20,
+    size: tuple[int, int] = (512, 512),
+    target: str = "cpu",
+    force: bool = False,
+) -> Prepared:
     """Fit the anomaly model for `template` on generated good parts of `family`, export it
     to ONNX, calibrate thresholds on held-out good parts, and build the Triton repository."""
     recipe = load_recipe(template)

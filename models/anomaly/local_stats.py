@@ -82,7 +82,9 @@ class LocalStatsAnomaly(nn.Module):
 
 
 @torch.no_grad()
-def fit_gaussian(tiles: np.ndarray, max_pixels: int = 2_000_000, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+def fit_gaussian(
+    tiles: np.ndarray, max_pixels: int = 2_000_000, seed: int = 0
+) -> tuple[np.ndarray, np.ndarray]:
     """Mean and inverse covariance of the features of good tiles [N,3,H,W] (float16/32)."""
     feats = LocalFeatures()
     rng = np.random.default_rng(seed)

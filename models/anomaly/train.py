@@ -46,9 +46,14 @@ def export_onnx(model: LocalStatsAnomaly, tile: int, path: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     dummy = torch.zeros(2, 3, tile, tile, dtype=torch.float16)
     torch.onnx.export(
-        model, (dummy,), str(path), input_names=["tiles"], output_names=["anomaly_map", "score"],
+        model,
+        (dummy,),
+        str(path),
+        input_names=["tiles"],
+        output_names=["anomaly_map", "score"],
         dynamic_axes={"tiles": {0: "batch"}, "anomaly_map": {0: "batch"}, "score": {0: "batch"}},
-        opset_version=OPSET, dynamo=False,
+        opset_version=OPSET,
+        dynamo=False,
     )
     return path
 
@@ -77,15 +82,18 @@ def frame_map(image: np.ndarray, recipe: Recipe, runner: OnnxRunner) -> np.ndarr
     return stitch((w, h), list(zip(rects, maps, strict=True)), recipe.tiling.stitch)
 
 
-def calibrate_max_normal(recipe: Recipe, runner: OnnxRunner, val_good: list[np.ndarray],
-                         margin: float = 1.05) -> Thresholds:
+def calibrate_max_normal(
+    recipe: Recipe, runner: OnnxRunner, val_good: list[np.ndarray], margin: float = 1.05
+) -> Thresholds:
     """Threshold = margin x the highest image score of held-out good parts (Luo et al. 2022,
     'maximum of normal validation scores'); scores between that maximum and the
     threshold are REVIEW."""
     scores = np.array([float(frame_map(img, recipe, runner).max()) for img in val_good])
     top = float(scores.max())
     return Thresholds(
-        pixel=top * margin, image=top * margin, review_low=top,
+        pixel=top * margin,
+        image=top * margin,
+        review_low=top,
         min_defect_area_px=recipe.thresholds.min_defect_area_px,
         method=f"max of {len(scores)} good validation scores x {margin}",
     )

@@ -7,9 +7,8 @@ that, not on clean renders. Every image is a pure function of (family, seed).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-
 import zlib
+from dataclasses import dataclass, field
 
 import cv2
 import numpy as np
@@ -22,10 +21,10 @@ DEFECT_TYPES = ("scratch", "spot", "hole", "contamination", "stain", "crack")
 class GroundTruth:
     family: str
     seed: int
-    defect_type: str | None          # None = good part
-    severity: str                    # "obvious" | "subtle" | "none"
+    defect_type: str | None  # None = good part
+    severity: str  # "obvious" | "subtle" | "none"
     mask: np.ndarray = field(repr=False, compare=False)  # uint8 0/255, HxW
-    box: tuple[int, int, int, int] | None = None         # x0, y0, x1, y1
+    box: tuple[int, int, int, int] | None = None  # x0, y0, x1, y1
 
     @property
     def defective(self) -> bool:
@@ -58,7 +57,9 @@ def _nuisance(img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     h, w = img.shape
     yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
     angle = rng.uniform(0, 2 * np.pi)
-    gradient = 1.0 + rng.uniform(0.0, 0.15) * ((np.cos(angle) * xx / w) + (np.sin(angle) * yy / h) - 0.5)
+    gradient = 1.0 + rng.uniform(0.0, 0.15) * (
+        (np.cos(angle) * xx / w) + (np.sin(angle) * yy / h) - 0.5
+    )
     r2 = ((xx - w / 2) ** 2 + (yy - h / 2) ** 2) / (0.5 * max(h, w)) ** 2
     vignette = 1.0 - 0.12 * r2
     gain = rng.uniform(0.92, 1.08)
@@ -105,7 +106,9 @@ def _defect(kind: str, severity: str, rng: np.random.Generator, h: int, w: int):
         amp = 40.0 if strong else 14.0
     else:
         raise ValueError(f"unknown defect type {kind!r}; known: {', '.join(DEFECT_TYPES)}")
-    soft = cv2.GaussianBlur(mask.astype(np.float32) / 255.0, (0, 0), 3.0 if kind == "stain" else 0.7)
+    soft = cv2.GaussianBlur(
+        mask.astype(np.float32) / 255.0, (0, 0), 3.0 if kind == "stain" else 0.7
+    )
     delta = sign * amp * soft
     return delta, mask
 

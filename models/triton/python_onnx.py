@@ -38,7 +38,10 @@ class TritonPythonModel:
         responses = []
         start = 0
         for n in sizes:
-            tensors = [pb_utils.Tensor(name, r[start : start + n]) for name, r in zip(self.outputs, results)]
+            tensors = [
+                pb_utils.Tensor(name, r[start : start + n])
+                for name, r in zip(self.outputs, results, strict=True)
+            ]
             responses.append(pb_utils.InferenceResponse(output_tensors=tensors))
             start += n
         return responses

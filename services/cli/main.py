@@ -12,9 +12,8 @@ from pathlib import Path
 import grpc
 import sqlalchemy as sa
 import typer
-from google.protobuf.json_format import MessageToDict
-
 from defectflow.v1 import inspections_pb2, query_pb2, query_pb2_grpc
+from google.protobuf.json_format import MessageToDict
 
 app = typer.Typer(help="defectflow: streaming visual defect inspection.", no_args_is_help=True)
 query_app = typer.Typer(help="Query stored inspections over the gRPC API (as an MES would).")
@@ -26,7 +25,8 @@ VERDICTS = {"ok": 1, "ng": 2, "review": 3}
 @app.command()
 def up(
     frames: int = typer.Option(0, help="frames per camera, then stop; 0 = run until Ctrl-C"),
-    lines: int = typer.Option(2), cameras: int = typer.Option(2, help="cameras per line"),
+    lines: int = typer.Option(2),
+    cameras: int = typer.Option(2, help="cameras per line"),
     fps: float = typer.Option(2.0, help="frames per second per camera"),
     workdir: Path = typer.Option(Path("var/up"), help="logs, blobs, models, database"),
 ) -> None:
@@ -46,12 +46,21 @@ def up(
         stack.start_pipeline()
         truth = workdir.resolve() / "ground_truth.jsonl"
         truth.unlink(missing_ok=True)
-        stack.start_service("ingest", {"lines": str(lines), "cameras_per_line": str(cameras),
-                                       "fps": str(fps), "frames": str(frames),
-                                       "ground_truth_path": str(truth)})
+        stack.start_service(
+            "ingest",
+            {
+                "lines": str(lines),
+                "cameras_per_line": str(cameras),
+                "fps": str(fps),
+                "frames": str(frames),
+                "ground_truth_path": str(truth),
+            },
+        )
         assert stack.postgres and stack.broker
-        typer.echo(f"query API on 127.0.0.1:{stack.query_port}   (defectflow query list "
-                   f"--target 127.0.0.1:{stack.query_port})")
+        typer.echo(
+            f"query API on 127.0.0.1:{stack.query_port}   (defectflow query list "
+            f"--target 127.0.0.1:{stack.query_port})"
+        )
         engine = sa.create_engine(stack.postgres.url)
         expected = frames * lines * cameras
         while not stop.wait(1.0):
@@ -62,7 +71,9 @@ def up(
             if expected and stored >= expected:
                 break
             for name, proc in stack.services.items():
-                if not proc.alive() and not (name == "ingest" and proc.proc and proc.proc.returncode == 0):
+                if not proc.alive() and not (
+                    name == "ingest" and proc.proc and proc.proc.returncode == 0
+                ):
                     raise typer.Exit(f"\nservice {name} died; see {proc.log_path}")
         typer.echo("")
     finally:
@@ -86,14 +97,18 @@ def query_list(
     token, shown = "", 0
     while shown < limit:
         resp = _stub(target).ListInspections(
-            query_pb2.ListInspectionsRequest(filter=flt, page_size=min(100, limit - shown), page_token=token),
+            query_pb2.ListInspectionsRequest(
+                filter=flt, page_size=min(100, limit - shown), page_token=token
+            ),
             timeout=10,
         )
         for rec in resp.records:
             i = rec.inspection
-            typer.echo(f"{i.context.frame_id}  {i.context.source.line:8s} {i.context.source.camera:10s} "
-                       f"{inspections_pb2.Verdict.Name(i.verdict).removeprefix('VERDICT_'):6s} "
-                       f"score {i.score:7.2f}  defects {len(i.defects)}")
+            typer.echo(
+                f"{i.context.frame_id}  {i.context.source.line:8s} {i.context.source.camera:10s} "
+                f"{inspections_pb2.Verdict.Name(i.verdict).removeprefix('VERDICT_'):6s} "
+                f"score {i.score:7.2f}  defects {len(i.defects)}"
+            )
             shown += 1
         token = resp.next_page_token
         if not token:
@@ -119,8 +134,10 @@ def fit(
 
     t0 = time.perf_counter()
     p = fit_recipe(recipe, family, workdir, target=target, force=True)
-    typer.echo(f"model {p.onnx_path}\nrecipe {p.recipe_path} (thresholds: {p.recipe.thresholds.method})\n"
-               f"repository {p.repository}\ndone in {time.perf_counter() - t0:.1f} s")
+    typer.echo(
+        f"model {p.onnx_path}\nrecipe {p.recipe_path} (thresholds: {p.recipe.thresholds.method})\n"
+        f"repository {p.repository}\ndone in {time.perf_counter() - t0:.1f} s"
+    )
 
 
 @app.command()

@@ -14,7 +14,13 @@ PROTOS = ROOT / "protos"
 def generate(out: Path = PROTOS) -> list[Path]:
     sources = sorted((PROTOS / "defectflow" / "v1").glob("*.proto"))
     out.mkdir(parents=True, exist_ok=True)
-    args = ["protoc", f"-I{PROTOS}", f"--python_out={out}", f"--pyi_out={out}", f"--grpc_python_out={out}"]
+    args = [
+        "protoc",
+        f"-I{PROTOS}",
+        f"--python_out={out}",
+        f"--pyi_out={out}",
+        f"--grpc_python_out={out}",
+    ]
     rc = protoc.main([*args, *(str(s) for s in sources)])
     if rc != 0:
         raise RuntimeError(f"protoc failed with code {rc}")

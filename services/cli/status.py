@@ -20,8 +20,10 @@ class Status:
 
     def line(self) -> str:
         lag = " ".join(f"{g.removeprefix('defectflow-')}~{n}" for g, n in self.lag.items())
-        return (f"frames in {self.frames_in:6d} | stored {self.stored:6d} | NG {self.ng:5d} | "
-                f"REVIEW {self.review:4d} | lag {lag}")
+        return (
+            f"frames in {self.frames_in:6d} | stored {self.stored:6d} | NG {self.ng:5d} | "
+            f"REVIEW {self.review:4d} | lag {lag}"
+        )
 
 
 def consumer_lag(bootstrap: str) -> dict[str, int]:
@@ -47,6 +49,8 @@ def consumer_lag(bootstrap: str) -> dict[str, int]:
 
 def db_counts(engine: sa.Engine) -> tuple[int, int, int]:
     with engine.connect() as conn:
-        rows = conn.execute(sa.text("select verdict, count(*) from inspections group by verdict")).all()
+        rows = conn.execute(
+            sa.text("select verdict, count(*) from inspections group by verdict")
+        ).all()
     counts = {int(v): int(n) for v, n in rows}
     return sum(counts.values()), counts.get(2, 0), counts.get(3, 0)

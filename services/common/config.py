@@ -15,9 +15,9 @@ class StageSettings(BaseSettings):
     kafka_bootstrap: str = "127.0.0.1:9092"
     blob_root: Path = Path("var/blobs")
     recipes_dir: Path = Path("var/recipes")
-    metrics_port: int = 0                 # 0 = no /metrics endpoint
+    metrics_port: int = 0  # 0 = no /metrics endpoint
     poll_timeout_ms: int = 200
     max_poll_records: int = 64
-    session_timeout_ms: int = 6000        # Tansu's first join waits ~half of this
-    instance: str = ""                    # pod/host name, stamped on messages
+    session_timeout_ms: int = 6000  # Tansu's first join waits ~half of this
+    instance: str = ""  # pod/host name, stamped on messages
     log_level: str = "INFO"

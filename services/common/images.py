@@ -49,13 +49,17 @@ def decode_image(
             )
         image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
         if image is None:
-            raise BadInput("corrupt_image", f"PNG of {width}x{height} failed to decode ({len(data)} bytes)")
+            raise BadInput(
+                "corrupt_image", f"PNG of {width}x{height} failed to decode ({len(data)} bytes)"
+            )
     elif encoding == "raw":
         if expect is None:
             raise BadInput("corrupt_image", "raw image without declared width/height/channels")
         w, h, c = expect
         if w * h > max_pixels:
-            raise BadInput("image_too_large", f"raw image {w}x{h} over the limit of {max_pixels} px")
+            raise BadInput(
+                "image_too_large", f"raw image {w}x{h} over the limit of {max_pixels} px"
+            )
         if len(data) != w * h * c:
             raise BadInput("corrupt_image", f"raw image of {len(data)} bytes, expected {w}x{h}x{c}")
         image = np.frombuffer(data, np.uint8).reshape((h, w, c) if c > 1 else (h, w))

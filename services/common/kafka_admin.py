@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
 
 from kafka import KafkaAdminClient
@@ -11,8 +12,12 @@ from kafka.errors import TopicAlreadyExistsError
 from services.common import topics
 
 
-def ensure_topics(bootstrap: str, partitions: int = 4, names: tuple[str, ...] = topics.ALL,
-                  timeout_s: float = 20.0) -> None:
+def ensure_topics(
+    bootstrap: str,
+    partitions: int = 4,
+    names: tuple[str, ...] = topics.ALL,
+    timeout_s: float = 20.0,
+) -> None:
     deadline = time.monotonic() + timeout_s
     while True:
         try:
@@ -26,9 +31,7 @@ def ensure_topics(bootstrap: str, partitions: int = 4, names: tuple[str, ...] = 
         existing = set(admin.list_topics())
         new = [NewTopic(n, partitions, 1) for n in names if n not in existing]
         if new:
-            try:
+            with contextlib.suppress(TopicAlreadyExistsError):
                 admin.create_topics(new)
-            except TopicAlreadyExistsError:
-                pass
     finally:
         admin.close()

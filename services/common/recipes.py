@@ -28,12 +28,16 @@ class Tiling(BaseModel):
     mean: tuple[float, float, float] = (0.0, 0.0, 0.0)
     std: tuple[float, float, float] = (1.0, 1.0, 1.0)
     stitch: str = Field("max", pattern="^(max|mean)$")
-    chunk_bytes: int = Field(512 * 1024, gt=0, le=900 * 1024, description="byte budget of one tiles message")
+    chunk_bytes: int = Field(
+        512 * 1024, gt=0, le=900 * 1024, description="byte budget of one tiles message"
+    )
 
     @model_validator(mode="after")
     def _overlap_below_tile(self) -> Tiling:
         if self.overlap >= self.tile_size:
-            raise ValueError(f"overlap {self.overlap} must be smaller than tile_size {self.tile_size}")
+            raise ValueError(
+                f"overlap {self.overlap} must be smaller than tile_size {self.tile_size}"
+            )
         return self
 
 
@@ -72,7 +76,9 @@ class Recipe(BaseModel):
     def _review_band(self) -> Recipe:
         t = self.thresholds
         if t.review_low > t.image:
-            raise ValueError(f"thresholds.review_low {t.review_low} is above thresholds.image {t.image}")
+            raise ValueError(
+                f"thresholds.review_low {t.review_low} is above thresholds.image {t.image}"
+            )
         return self
 
 
@@ -89,7 +95,8 @@ def load_recipe(path: Path) -> Recipe:
         return Recipe.model_validate(data)
     except ValidationError as exc:
         problems = "; ".join(
-            f"{'.'.join(str(p) for p in e['loc']) or '(top level)'}: {e['msg']}" for e in exc.errors()
+            f"{'.'.join(str(p) for p in e['loc']) or '(top level)'}: {e['msg']}"
+            for e in exc.errors()
         )
         raise RecipeError(f"invalid recipe {path}: {problems}") from exc
 
@@ -117,6 +124,8 @@ class RecipeBook:
             return cached[1]
         recipe = load_recipe(path)
         if recipe.id != recipe_id:
-            raise RecipeError(f"recipe file {path} declares id {recipe.id!r}, expected {recipe_id!r}")
+            raise RecipeError(
+                f"recipe file {path} declares id {recipe.id!r}, expected {recipe_id!r}"
+            )
         self._cache[recipe_id] = (mtime, recipe)
         return recipe

@@ -18,11 +18,11 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from defectflow.v1 import deadletter_pb2
 from kafka import KafkaConsumer, KafkaProducer, OffsetAndMetadata, TopicPartition
 from kafka.consumer.fetcher import ConsumerRecord
 from kafka.consumer.subscription_state import ConsumerRebalanceListener
 
-from defectflow.v1 import deadletter_pb2
 from services.common import metrics, topics
 from services.common.config import StageSettings
 from services.common.errors import BadInput, Transient
@@ -69,9 +69,15 @@ def dead_letter(service: str, record: ConsumerRecord, err: BadInput) -> Output:
         frame_id=err.frame_id,
     )
     log.warning(
-        "dead letter: %s", err.detail,
-        extra={"reason": err.reason, "topic": record.topic, "partition": record.partition,
-               "offset": record.offset, "frame_id": err.frame_id},
+        "dead letter: %s",
+        err.detail,
+        extra={
+            "reason": err.reason,
+            "topic": record.topic,
+            "partition": record.partition,
+            "offset": record.offset,
+            "frame_id": err.frame_id,
+        },
     )
     metrics.DEAD_LETTERS.labels(service, err.reason).inc()
     return Output(topics.DEADLETTER, record.key, msg.SerializeToString())
@@ -122,8 +128,14 @@ def make_producer(bootstrap: str) -> KafkaProducer:
 class StageRunner:
     """Runs one handler over one input topic until SIGTERM/SIGINT or `stop()`."""
 
-    def __init__(self, service: str, input_topic: str, handler: Handler, settings: StageSettings,
-                 group_id: str | None = None) -> None:
+    def __init__(
+        self,
+        service: str,
+        input_topic: str,
+        handler: Handler,
+        settings: StageSettings,
+        group_id: str | None = None,
+    ) -> None:
         self.service = service
         self.input_topic = input_topic
         self.handler = handler
@@ -205,7 +217,8 @@ class StageRunner:
 
     def _commit(self) -> None:
         points = {
-            tp: off for tp, off in self.tracker.commit_points().items()
+            tp: off
+            for tp, off in self.tracker.commit_points().items()
             if self.committed.get(tp) != off and tp in self.consumer.assignment()
         }
         if not points:

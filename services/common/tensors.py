@@ -5,8 +5,8 @@ from __future__ import annotations
 import math
 
 import numpy as np
-
 from defectflow.v1 import common_pb2
+
 from services.common.errors import BadInput
 
 ALLOWED_DTYPES = {"uint8", "float16", "float32"}
@@ -16,7 +16,9 @@ def to_tensor(array: np.ndarray) -> common_pb2.Tensor:
     a = np.ascontiguousarray(array)
     if a.dtype.name not in ALLOWED_DTYPES:
         raise ValueError(f"tensor dtype {a.dtype.name} not in {sorted(ALLOWED_DTYPES)}")
-    return common_pb2.Tensor(dtype=a.dtype.name, shape=list(a.shape), data=a.astype(a.dtype.newbyteorder("<")).tobytes())
+    return common_pb2.Tensor(
+        dtype=a.dtype.name, shape=list(a.shape), data=a.astype(a.dtype.newbyteorder("<")).tobytes()
+    )
 
 
 def from_tensor(t: common_pb2.Tensor, expect_shape: tuple[int, ...] | None = None) -> np.ndarray:
@@ -28,7 +30,10 @@ def from_tensor(t: common_pb2.Tensor, expect_shape: tuple[int, ...] | None = Non
     dtype = np.dtype(t.dtype).newbyteorder("<")
     expected = math.prod(shape) * dtype.itemsize
     if len(t.data) != expected:
-        raise BadInput("bad_tensor", f"tensor of shape {shape} {t.dtype} needs {expected} bytes, got {len(t.data)}")
+        raise BadInput(
+            "bad_tensor",
+            f"tensor of shape {shape} {t.dtype} needs {expected} bytes, got {len(t.data)}",
+        )
     if expect_shape is not None and shape != expect_shape:
         raise BadInput("bad_tensor", f"tensor shape {shape}, expected {expect_shape}")
     return np.frombuffer(t.data, dtype).reshape(shape)

@@ -28,7 +28,9 @@ def batch_slices(n: int, max_batch: int) -> list[slice]:
 def check_outputs(maps: np.ndarray, scores: np.ndarray, n: int, tile: int) -> None:
     """A model answer with the wrong shape or NaN/Inf never reaches a verdict."""
     if maps.shape != (n, 1, tile, tile):
-        raise BadInput("bad_model_output", f"anomaly_map shape {maps.shape}, expected {(n, 1, tile, tile)}")
+        raise BadInput(
+            "bad_model_output", f"anomaly_map shape {maps.shape}, expected {(n, 1, tile, tile)}"
+        )
     if scores.shape != (n, 1):
         raise BadInput("bad_model_output", f"score shape {scores.shape}, expected {(n, 1)}")
     if not (np.isfinite(maps).all() and np.isfinite(scores).all()):

@@ -8,9 +8,9 @@ from collections import defaultdict
 from collections.abc import Sequence
 
 import numpy as np
+from defectflow.v1 import predictions_pb2, tiles_pb2
 from kafka.consumer.fetcher import ConsumerRecord
 
-from defectflow.v1 import predictions_pb2, tiles_pb2
 from services.common import topics
 from services.common.codec import decode, stamp
 from services.common.errors import BadInput
@@ -65,7 +65,9 @@ class InferenceHandler(StatelessHandler):
             out.outputs += self._infer(model, version, size, items, received)
         return out
 
-    def _infer(self, model: str, version: str, size: int, items: list, received: int) -> list[Output]:
+    def _infer(
+        self, model: str, version: str, size: int, items: list, received: int
+    ) -> list[Output]:
         tiles = np.stack([p for _, _, pixels in items for p in pixels])
         slices = batch_slices(len(tiles), self.models.max_batch(model))
         results = self.models.infer_many(model, version, [tiles[s] for s in slices])
@@ -84,16 +86,24 @@ class InferenceHandler(StatelessHandler):
                 outputs.append(dead_letter("inference", record, err))
                 continue
             msg = predictions_pb2.PredictionChunk(
-                schema_version=topics.SCHEMA_VERSION, context=chunk.context,
-                tiles_total=chunk.tiles_total, chunk_index=chunk.chunk_index,
-                chunks_total=chunk.chunks_total, roi_x=chunk.roi_x, roi_y=chunk.roi_y,
-                roi_width=chunk.roi_width, roi_height=chunk.roi_height,
+                schema_version=topics.SCHEMA_VERSION,
+                context=chunk.context,
+                tiles_total=chunk.tiles_total,
+                chunk_index=chunk.chunk_index,
+                chunks_total=chunk.chunks_total,
+                roi_x=chunk.roi_x,
+                roi_y=chunk.roi_y,
+                roi_width=chunk.roi_width,
+                roi_height=chunk.roi_height,
             )
             msg.model_versions[model] = served
             msg.stamps.extend(chunk.stamps)
             for tile, tmap, tscore in zip(chunk.tiles, m, sc, strict=True):
-                msg.tiles.add(rect=tile.rect, score=float(tscore[0]),
-                              anomaly_map=to_tensor(tmap[0].astype(np.float16)))
+                msg.tiles.add(
+                    rect=tile.rect,
+                    score=float(tscore[0]),
+                    anomaly_map=to_tensor(tmap[0].astype(np.float16)),
+                )
             stamp(msg, "inference", received, time.time_ns(), self.instance)
             outputs.append(Output(topics.PREDICTIONS, record.key, msg.SerializeToString()))
         return outputs
@@ -103,8 +113,9 @@ def main() -> None:
     settings = InferenceSettings()
     setup_logging("inference", settings.log_level)
     serve(settings.metrics_port)
-    models = TritonModels(settings.triton_url, settings.max_in_flight, settings.request_timeout_s,
-                          settings.retries)
+    models = TritonModels(
+        settings.triton_url, settings.max_in_flight, settings.request_timeout_s, settings.retries
+    )
     runner = StageRunner("inference", topics.TILES, InferenceHandler(settings, models), settings)
     runner.install_signal_handlers()
     try:

@@ -10,12 +10,12 @@ from services.common.config import StageSettings
 class IngestSettings(StageSettings):
     model_config = SettingsConfigDict(env_prefix="DEFECTFLOW_INGEST_", frozen=True, extra="ignore")
 
-    source: str = "synthetic"            # "synthetic" | "folder" | "video"
-    source_path: Path | None = None      # folder of images or a video file
+    source: str = "synthetic"  # "synthetic" | "folder" | "video"
+    source_path: Path | None = None  # folder of images or a video file
     lines: int = 2
     cameras_per_line: int = 2
-    fps: float = 2.0                     # per camera
-    frames: int = 0                      # per camera; 0 = until stopped
+    fps: float = 2.0  # per camera
+    frames: int = 0  # per camera; 0 = until stopped
     family: str = "brushed_metal"
     recipe_id: str = "brushed-metal"
     defect_rate: float = 0.3
@@ -23,6 +23,6 @@ class IngestSettings(StageSettings):
     width: int = 512
     height: int = 512
     seed: int = 0
-    inline_max_bytes: int = 64 * 1024    # larger images go to the blob store (claim check)
-    max_lag_frames: int = 2              # drop policy: skip capture ticks when further behind
+    inline_max_bytes: int = 64 * 1024  # larger images go to the blob store (claim check)
+    max_lag_frames: int = 2  # drop policy: skip capture ticks when further behind
     ground_truth_path: Path | None = None

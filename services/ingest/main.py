@@ -7,9 +7,9 @@ import socket
 import threading
 import time
 
+from defectflow.v1 import common_pb2, frames_pb2
 from prometheus_client import Counter
 
-from defectflow.v1 import common_pb2, frames_pb2
 from services.common import metrics, topics
 from services.common.blobstore import LocalBlobStore
 from services.common.codec import stamp
@@ -18,13 +18,23 @@ from services.common.kafka_admin import ensure_topics
 from services.common.logs import setup_logging
 from services.common.stage import make_producer
 from services.ingest.adapters.cameras import (
-    Camera, FolderCamera, GroundTruthLog, SyntheticCamera, VideoCamera,
+    Camera,
+    FolderCamera,
+    GroundTruthLog,
+    SyntheticCamera,
+    VideoCamera,
 )
 from services.ingest.config import IngestSettings
 from services.ingest.logic import Pacer, new_frame_id
 
-FRAMES_DROPPED = Counter("defectflow_camera_frames_dropped_total", "Capture ticks skipped by the drop policy", ["line", "camera"])
-FRAMES_ACCEPTED = Counter("defectflow_frames_accepted_total", "Frames acknowledged by the broker", ["line", "camera"])
+FRAMES_DROPPED = Counter(
+    "defectflow_camera_frames_dropped_total",
+    "Capture ticks skipped by the drop policy",
+    ["line", "camera"],
+)
+FRAMES_ACCEPTED = Counter(
+    "defectflow_frames_accepted_total", "Frames acknowledged by the broker", ["line", "camera"]
+)
 
 
 def build_cameras(s: IngestSettings) -> list[Camera]:
@@ -33,34 +43,58 @@ def build_cameras(s: IngestSettings) -> list[Camera]:
         for ci in range(s.cameras_per_line):
             line, station, name = f"line-{li + 1}", f"station-{li + 1}", f"cam-{li + 1}-{ci + 1}"
             if s.source == "synthetic":
-                cams.append(SyntheticCamera(line, station, name, s.family, s.seed * 1000 + li * 100 + ci,
-                                            s.defect_rate, s.defect_types.split(","), (s.width, s.height)))
+                cams.append(
+                    SyntheticCamera(
+                        line,
+                        station,
+                        name,
+                        s.family,
+                        s.seed * 1000 + li * 100 + ci,
+                        s.defect_rate,
+                        s.defect_types.split(","),
+                        (s.width, s.height),
+                    )
+                )
             elif s.source == "folder" and s.source_path:
                 cams.append(FolderCamera(line, station, name, s.source_path))
             elif s.source == "video" and s.source_path:
                 cams.append(VideoCamera(line, station, name, s.source_path))
             else:
-                raise SystemExit(f"DEFECTFLOW_INGEST_SOURCE={s.source!r} needs DEFECTFLOW_INGEST_SOURCE_PATH"
-                                 if s.source in ("folder", "video") else f"unknown source {s.source!r}")
+                raise SystemExit(
+                    f"DEFECTFLOW_INGEST_SOURCE={s.source!r} needs DEFECTFLOW_INGEST_SOURCE_PATH"
+                    if s.source in ("folder", "video")
+                    else f"unknown source {s.source!r}"
+                )
     return cams
 
 
-def frame_message(s: IngestSettings, cam: Camera, image, blobs: LocalBlobStore, seq: int,
-                  instance: str) -> frames_pb2.Frame:
+def frame_message(
+    s: IngestSettings, cam: Camera, image, blobs: LocalBlobStore, seq: int, instance: str
+) -> frames_pb2.Frame:
     received = time.time_ns()
     frame_id = new_frame_id()
     data = encode_png(image)
     h, w = image.shape[:2]
-    ref = common_pb2.ImageRef(encoding="png", width=w, height=h,
-                              channels=1 if image.ndim == 2 else image.shape[2],
-                              sha256=sha256(data), size_bytes=len(data))
+    ref = common_pb2.ImageRef(
+        encoding="png",
+        width=w,
+        height=h,
+        channels=1 if image.ndim == 2 else image.shape[2],
+        sha256=sha256(data),
+        size_bytes=len(data),
+    )
     if len(data) > s.inline_max_bytes:
         ref.blob_uri = blobs.put(f"{frame_id}.png", data)
     else:
         ref.inline_data = data
     ctx = common_pb2.FrameContext(
-        frame_id=frame_id, recipe_id=s.recipe_id, recipe_version=0, part_id=f"{cam.name}-{seq:08d}",
-        captured_unix_ns=received, sequence=seq, image=ref,
+        frame_id=frame_id,
+        recipe_id=s.recipe_id,
+        recipe_version=0,
+        part_id=f"{cam.name}-{seq:08d}",
+        captured_unix_ns=received,
+        sequence=seq,
+        image=ref,
         source=common_pb2.FrameSource(line=cam.line, station=cam.station, camera=cam.name),
     )
     msg = frames_pb2.Frame(schema_version=topics.SCHEMA_VERSION, context=ctx)
@@ -96,7 +130,14 @@ def run(s: IngestSettings, stop: threading.Event) -> int:
             msg = frame_message(s, cam, cap.image, blobs, seqs[i], instance)
             seqs[i] += 1
             key = topics.camera_key(cam.line, cam.station, cam.name)
-            pending.append((producer.send(topics.FRAMES, key=key, value=msg.SerializeToString()), msg, cam, cap))
+            pending.append(
+                (
+                    producer.send(topics.FRAMES, key=key, value=msg.SerializeToString()),
+                    msg,
+                    cam,
+                    cap,
+                )
+            )
         if pending:
             producer.flush(timeout=30)
             for fut, msg, cam, cap in pending:
@@ -109,7 +150,7 @@ def run(s: IngestSettings, stop: threading.Event) -> int:
             if pacers[i].dropped > reported_drops[i]:
                 FRAMES_DROPPED.labels(cam.line, cam.name).inc(pacers[i].dropped - reported_drops[i])
                 reported_drops[i] = pacers[i].dropped
-        wake = min((p.next_due for p, a in zip(pacers, active) if a), default=now)
+        wake = min((p.next_due for p, a in zip(pacers, active, strict=True) if a), default=now)
         stop.wait(max(0.0, wake - time.monotonic()))
     producer.close(timeout=10)
     log.info("ingest done: %d frames accepted, %d dropped", sent, sum(p.dropped for p in pacers))

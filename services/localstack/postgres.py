@@ -16,7 +16,6 @@ from pathlib import Path
 from services.localstack.process import ComponentError, ManagedProcess, free_port
 
 
-
 def postgres_bindir() -> Path:
     for version in ("18", "17", "16", "15"):
         d = Path(f"/usr/lib/postgresql/{version}/bin")
@@ -81,13 +80,31 @@ def start_postgres(
         datadir.mkdir(parents=True, exist_ok=True)
         if user:
             shutil.chown(datadir, user)
-        cmd = [str(bindir / "initdb"), "-D", str(datadir), "-A", "trust", "-U", user or pwd.getpwuid(os.geteuid()).pw_name, "-E", "UTF8", "--no-instructions"]
+        cmd = [
+            str(bindir / "initdb"),
+            "-D",
+            str(datadir),
+            "-A",
+            "trust",
+            "-U",
+            user or pwd.getpwuid(os.geteuid()).pw_name,
+            "-E",
+            "UTF8",
+            "--no-instructions",
+        ]
         if user:
             cmd = ["runuser", "-u", user, "--", *cmd]
         res = subprocess.run(cmd, capture_output=True, text=True)
         if res.returncode != 0:
             raise ComponentError(f"initdb failed in {datadir}: {res.stderr.strip()}")
-    opts = ["-c", f"port={port}", "-c", "listen_addresses=127.0.0.1", "-c", f"unix_socket_directories={sockdir}"]
+    opts = [
+        "-c",
+        f"port={port}",
+        "-c",
+        "listen_addresses=127.0.0.1",
+        "-c",
+        f"unix_socket_directories={sockdir}",
+    ]
     if fast_unsafe:
         opts += ["-c", "fsync=off", "-c", "synchronous_commit=off", "-c", "full_page_writes=off"]
     proc = ManagedProcess(

@@ -7,6 +7,7 @@ by the test fixtures and by the benchmarks alike.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -102,10 +103,8 @@ class ManagedProcess:
         if self.proc is None:
             return None
         if self.proc.poll() is None:
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.killpg(self.proc.pid, sig)
-            except ProcessLookupError:
-                pass
             try:
                 self.proc.wait(timeout_s)
             except subprocess.TimeoutExpired:
@@ -116,8 +115,6 @@ class ManagedProcess:
         """kill -9 the whole process group and reap it (used by the fault tests too)."""
         if self.proc is None:
             return
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.killpg(self.proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
         self.proc.wait(10)

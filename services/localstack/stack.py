@@ -50,12 +50,14 @@ class LocalStack:
         assert self.broker and self.postgres and self.triton
         p = f"DEFECTFLOW_{name.upper()}_"
         env = dict(os.environ)
-        env.update({
-            p + "KAFKA_BOOTSTRAP": self.broker.bootstrap,
-            p + "BLOB_ROOT": str(self.workdir / "blobs"),
-            p + "RECIPES_DIR": str(self.workdir / "recipes"),
-            p + "INSTANCE": name,
-        })
+        env.update(
+            {
+                p + "KAFKA_BOOTSTRAP": self.broker.bootstrap,
+                p + "BLOB_ROOT": str(self.workdir / "blobs"),
+                p + "RECIPES_DIR": str(self.workdir / "recipes"),
+                p + "INSTANCE": name,
+            }
+        )
         if name == "inference":
             env[p + "TRITON_URL"] = self.triton.grpc_url
         if name == "store":
@@ -65,13 +67,17 @@ class LocalStack:
             env[p + k.upper()] = v
         return env
 
-    def start_service(self, name: str, extra: dict[str, str] | None = None, replica: int = 0) -> ManagedProcess:
+    def start_service(
+        self, name: str, extra: dict[str, str] | None = None, replica: int = 0
+    ) -> ManagedProcess:
         if name == "store" and not self.query_port:
             self.query_port = free_port()
         label = name if replica == 0 else f"{name}-{replica}"
         proc = ManagedProcess(
-            name=label, argv=[sys.executable, "-m", f"services.{name}.main"],
-            log_path=self.workdir / "logs" / f"{label}.log", env=self.service_env(name, extra),
+            name=label,
+            argv=[sys.executable, "-m", f"services.{name}.main"],
+            log_path=self.workdir / "logs" / f"{label}.log",
+            env=self.service_env(name, extra),
         ).start()
         self.services[label] = proc
         if name == "store":

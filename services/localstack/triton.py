@@ -95,8 +95,11 @@ def start_triton(
         f"--log-verbose={log_verbose}",
     ]
     proc = ManagedProcess(
-        name="tritonserver", argv=argv, log_path=workdir / "logs" / "triton.log",
-        env=triton_env(), cwd=workdir,
+        name="tritonserver",
+        argv=argv,
+        log_path=workdir / "logs" / "triton.log",
+        env=triton_env(),
+        cwd=workdir,
     ).start()
     triton = Triton(grpc_port, http_port, metrics_port, proc)
 

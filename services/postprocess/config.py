@@ -6,6 +6,8 @@ from services.common.config import StageSettings
 
 
 class PostprocessSettings(StageSettings):
-    model_config = SettingsConfigDict(env_prefix="DEFECTFLOW_POSTPROCESS_", frozen=True, extra="ignore")
+    model_config = SettingsConfigDict(
+        env_prefix="DEFECTFLOW_POSTPROCESS_", frozen=True, extra="ignore"
+    )
 
-    max_pending_frames: int = 512   # bound on frames waiting for tiles (memory stays flat)
+    max_pending_frames: int = 512  # bound on frames waiting for tiles (memory stays flat)

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 import cv2
 import numpy as np
 
-from services.common.domain import DefectRecord, Decision, Rect, TileRect, Verdict
+from services.common.domain import Decision, DefectRecord, TileRect, Verdict
 
 
 def stitch(
@@ -61,7 +61,9 @@ def find_defects(
             continue
         component = labels[y : y + h, x : x + w] == label
         score = float(anomaly_map[y : y + h, x : x + w][component].max())
-        contours, _ = cv2.findContours(component.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+        contours, _ = cv2.findContours(
+            component.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE
+        )
         outline = max(contours, key=cv2.contourArea)
         if len(outline) > max_contour_points:
             outline = cv2.approxPolyDP(outline, 1.5, True)
@@ -99,21 +101,29 @@ def decide(
     """
     if not complete:
         return Decision(
-            Verdict.REVIEW, score, tuple(defects),
+            Verdict.REVIEW,
+            score,
+            tuple(defects),
             (f"incomplete frame: {tiles_received} of {tiles_expected} tiles arrived",),
         )
     if not np.isfinite(score):
         return Decision(Verdict.REVIEW, score, tuple(defects), (f"non-finite image score {score}",))
     if defects and score >= image_threshold:
         return Decision(
-            Verdict.NG, score, tuple(defects),
-            (f"{len(defects)} defect region(s); score {score:.3f} >= threshold {image_threshold:.3f}",),
+            Verdict.NG,
+            score,
+            tuple(defects),
+            (
+                f"{len(defects)} defect region(s); score {score:.3f} >= threshold {image_threshold:.3f}",
+            ),
         )
     if score >= review_low or defects:
         return Decision(
-            Verdict.REVIEW, score, tuple(defects),
+            Verdict.REVIEW,
+            score,
+            tuple(defects),
             (f"score {score:.3f} in review band [{review_low:.3f}, {image_threshold:.3f})",),
         )
-    return Decision(Verdict.OK, score, (), (f"score {score:.3f} below review band {review_low:.3f}",))
-
-
+    return Decision(
+        Verdict.OK, score, (), (f"score {score:.3f} below review band {review_low:.3f}",)
+    )

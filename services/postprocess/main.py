@@ -8,10 +8,10 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
+from defectflow.v1 import common_pb2, inspections_pb2, predictions_pb2
 from kafka import TopicPartition
 from kafka.consumer.fetcher import ConsumerRecord
 
-from defectflow.v1 import common_pb2, inspections_pb2, predictions_pb2
 from services.common import topics
 from services.common.codec import decode, stamp
 from services.common.domain import Decision, TileRect
@@ -65,12 +65,17 @@ class PostprocessHandler:
         """Frames whose tiles did not all arrive in time are recorded as incomplete (REVIEW)."""
         out = Handled()
         now = time.monotonic()
-        overdue = [fid for fid, fa in self.frames.items()
-                   if now - fa.first_seen > fa.recipe.frame_timeout_s]
+        overdue = [
+            fid
+            for fid, fa in self.frames.items()
+            if now - fa.first_seen > fa.recipe.frame_timeout_s
+        ]
         # bounded memory: past max_pending, the oldest frames are closed as incomplete too
         excess = len(self.frames) - len(overdue) - self.max_pending
         if excess > 0:
-            rest = sorted((fa.first_seen, fid) for fid, fa in self.frames.items() if fid not in overdue)
+            rest = sorted(
+                (fa.first_seen, fid) for fid, fa in self.frames.items() if fid not in overdue
+            )
             overdue += [fid for _, fid in rest[:excess]]
         for fid in overdue:
             records = self.frames[fid].records
@@ -80,8 +85,11 @@ class PostprocessHandler:
 
     def revoke(self, partitions: Iterable[TopicPartition]) -> None:
         lost = {(tp.topic, tp.partition) for tp in partitions}
-        for fid in [f for f, fa in self.frames.items()
-                    if any((r.topic, r.partition) in lost for r in fa.records)]:
+        for fid in [
+            f
+            for f, fa in self.frames.items()
+            if any((r.topic, r.partition) in lost for r in fa.records)
+        ]:
             del self.frames[fid]  # uncommitted: the new owner of the partition redoes them
 
     def _add(self, record: ConsumerRecord) -> str:
@@ -94,8 +102,12 @@ class PostprocessHandler:
             except RecipeError as exc:
                 raise BadInput("unknown_recipe", str(exc), ctx.frame_id) from exc
             if chunk.tiles_total == 0:
-                raise BadInput("bad_tiles", "prediction chunk says the frame has 0 tiles", ctx.frame_id)
-            fa = FrameAssembly(ctx, recipe, chunk.tiles_total, record.key, time.monotonic(), time.time_ns())
+                raise BadInput(
+                    "bad_tiles", "prediction chunk says the frame has 0 tiles", ctx.frame_id
+                )
+            fa = FrameAssembly(
+                ctx, recipe, chunk.tiles_total, record.key, time.monotonic(), time.time_ns()
+            )
             fa.stamps.extend(chunk.stamps)
             self.frames[ctx.frame_id] = fa
         size = fa.recipe.tiling.model_input
@@ -103,7 +115,11 @@ class PostprocessHandler:
         for t in chunk.tiles:
             r = t.rect
             if r.index >= fa.tiles_total:
-                raise BadInput("bad_tiles", f"tile index {r.index} >= tiles_total {fa.tiles_total}", ctx.frame_id)
+                raise BadInput(
+                    "bad_tiles",
+                    f"tile index {r.index} >= tiles_total {fa.tiles_total}",
+                    ctx.frame_id,
+                )
             try:
                 tmap = from_tensor(t.anomaly_map, (size, size))
             except BadInput as err:
@@ -121,31 +137,48 @@ class PostprocessHandler:
         recipe, ctx = fa.recipe, fa.context
         th = recipe.thresholds
         if fa.tiles:
-            amap = stitch((ctx.image.width, ctx.image.height),
-                          [(rect, tmap) for rect, tmap, _ in fa.tiles.values()], recipe.tiling.stitch)
+            amap = stitch(
+                (ctx.image.width, ctx.image.height),
+                [(rect, tmap) for rect, tmap, _ in fa.tiles.values()],
+                recipe.tiling.stitch,
+            )
             score = float(amap.max())
-            defects = find_defects(amap, th.pixel, th.min_defect_area_px, recipe.pixel_pitch_mm,
-                                   recipe.defect_class)
+            defects = find_defects(
+                amap, th.pixel, th.min_defect_area_px, recipe.pixel_pitch_mm, recipe.defect_class
+            )
         else:
             score, defects = float("nan"), []
-        decision = decide(score, defects, th.image, th.review_low, complete, fa.tiles_total, len(fa.tiles))
+        decision = decide(
+            score, defects, th.image, th.review_low, complete, fa.tiles_total, len(fa.tiles)
+        )
         msg = inspection_message(ctx, decision, fa, complete)
         stamp(msg, "postprocess", fa.received_ns, time.time_ns(), self.instance)
         return Output(topics.INSPECTIONS, fa.key, msg.SerializeToString())
 
 
-def inspection_message(ctx, decision: Decision, fa: FrameAssembly, complete: bool) -> inspections_pb2.Inspection:
+def inspection_message(
+    ctx, decision: Decision, fa: FrameAssembly, complete: bool
+) -> inspections_pb2.Inspection:
     msg = inspections_pb2.Inspection(
-        schema_version=topics.SCHEMA_VERSION, context=ctx, verdict=int(decision.verdict),
+        schema_version=topics.SCHEMA_VERSION,
+        context=ctx,
+        verdict=int(decision.verdict),
         score=decision.score if np.isfinite(decision.score) else 0.0,
-        reasons=list(decision.reasons), complete=complete,
-        tiles_expected=fa.tiles_total, tiles_received=len(fa.tiles),
+        reasons=list(decision.reasons),
+        complete=complete,
+        tiles_expected=fa.tiles_total,
+        tiles_received=len(fa.tiles),
     )
     msg.model_versions.update(fa.model_versions)
     msg.stamps.extend(fa.stamps)
     for d in decision.defects:
-        pb = msg.defects.add(defect_class=d.defect_class, score=d.score, area_px=d.area_px,
-                             area_mm2=d.area_mm2, source=d.source)
+        pb = msg.defects.add(
+            defect_class=d.defect_class,
+            score=d.score,
+            area_px=d.area_px,
+            area_mm2=d.area_mm2,
+            source=d.source,
+        )
         pb.box.x0, pb.box.y0, pb.box.x1, pb.box.y1 = d.box
         for x, y in d.contour:
             pb.contour.add(x=x, y=y)

@@ -11,5 +11,5 @@ class StoreSettings(StageSettings):
     database_url: str = "postgresql+psycopg2://postgres@127.0.0.1:5432/defectflow"
     grpc_address: str = "127.0.0.1:50051"
     max_poll_records: int = 500
-    db_retry_max_s: float = 30.0      # back-off ceiling while PostgreSQL is down
+    db_retry_max_s: float = 30.0  # back-off ceiling while PostgreSQL is down
     max_page_size: int = 1000

@@ -5,9 +5,13 @@ from __future__ import annotations
 from defectflow.v1 import inspections_pb2
 
 
-def inspection_row(msg: inspections_pb2.Inspection, payload: bytes, stored_ns: int) -> tuple[dict, list[dict]]:
+def inspection_row(
+    msg: inspections_pb2.Inspection, payload: bytes, stored_ns: int
+) -> tuple[dict, list[dict]]:
     ctx = msg.context
-    done_ns = max((s.sent_unix_ns for s in msg.stamps if s.stage == "postprocess"), default=stored_ns)
+    done_ns = max(
+        (s.sent_unix_ns for s in msg.stamps if s.stage == "postprocess"), default=stored_ns
+    )
     row = {
         "frame_id": ctx.frame_id,
         "part_id": ctx.part_id,
@@ -27,8 +31,17 @@ def inspection_row(msg: inspections_pb2.Inspection, payload: bytes, stored_ns: i
         "payload": payload,
     }
     defects = [
-        {"defect_class": d.defect_class, "score": d.score, "x0": d.box.x0, "y0": d.box.y0,
-         "x1": d.box.x1, "y1": d.box.y1, "area_px": d.area_px, "area_mm2": d.area_mm2, "source": d.source}
+        {
+            "defect_class": d.defect_class,
+            "score": d.score,
+            "x0": d.box.x0,
+            "y0": d.box.y0,
+            "x1": d.box.x1,
+            "y1": d.box.y1,
+            "area_px": d.area_px,
+            "area_mm2": d.area_mm2,
+            "source": d.source,
+        }
         for d in msg.defects
     ]
     return row, defects

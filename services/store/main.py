@@ -7,9 +7,9 @@ import time
 from collections.abc import Sequence
 
 import sqlalchemy as sa
+from defectflow.v1 import inspections_pb2
 from kafka.consumer.fetcher import ConsumerRecord
 
-from defectflow.v1 import inspections_pb2
 from services.common import topics
 from services.common.codec import decode
 from services.common.errors import BadInput, Transient
@@ -46,7 +46,9 @@ class StoreHandler(StatelessHandler):
         try:
             db.write_batch(self.engine, rows, children)
         except sa.exc.OperationalError as exc:
-            raise Transient(f"PostgreSQL unavailable, batch of {len(rows)} kept for retry: {exc}") from exc
+            raise Transient(
+                f"PostgreSQL unavailable, batch of {len(rows)} kept for retry: {exc}"
+            ) from exc
         return out
 
 

@@ -17,7 +17,9 @@ from services.common.domain import Rect, TileRect
 def axis_starts(length: int, tile: int, overlap: int) -> list[int]:
     """Start offsets along one axis covering [0, length) with tiles of `tile` px."""
     if tile <= 0 or not 0 <= overlap < tile:
-        raise ValueError(f"need tile > 0 and 0 <= overlap < tile, got tile={tile} overlap={overlap}")
+        raise ValueError(
+            f"need tile > 0 and 0 <= overlap < tile, got tile={tile} overlap={overlap}"
+        )
     if length <= tile:
         return [0]
     stride = tile - overlap

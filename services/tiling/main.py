@@ -6,9 +6,9 @@ import socket
 import time
 from collections.abc import Sequence
 
+from defectflow.v1 import common_pb2, frames_pb2, tiles_pb2
 from kafka.consumer.fetcher import ConsumerRecord
 
-from defectflow.v1 import common_pb2, frames_pb2, tiles_pb2
 from services.common import topics
 from services.common.blobstore import LocalBlobStore
 from services.common.codec import decode, stamp
@@ -44,11 +44,15 @@ class TilingHandler(StatelessHandler):
             try:
                 data = self.blobs.get(ref.blob_uri)
             except (OSError, ValueError) as exc:
-                raise BadInput("missing_blob", f"cannot read {ref.blob_uri}: {exc}", frame_id) from exc
+                raise BadInput(
+                    "missing_blob", f"cannot read {ref.blob_uri}: {exc}", frame_id
+                ) from exc
         else:
             data = ref.inline_data
         try:
-            return decode_image(data, ref.encoding, max_pixels, (ref.width, ref.height, ref.channels))
+            return decode_image(
+                data, ref.encoding, max_pixels, (ref.width, ref.height, ref.channels)
+            )
         except BadInput as err:
             err.frame_id = frame_id
             raise
@@ -73,15 +77,23 @@ class TilingHandler(StatelessHandler):
         outputs = []
         for ci, idx in enumerate(chunks):
             msg = tiles_pb2.TileChunk(
-                schema_version=topics.SCHEMA_VERSION, context=ctx, tiles_total=len(rects),
-                chunk_index=ci, chunks_total=len(chunks),
-                roi_x=roi.x, roi_y=roi.y, roi_width=roi.width, roi_height=roi.height,
+                schema_version=topics.SCHEMA_VERSION,
+                context=ctx,
+                tiles_total=len(rects),
+                chunk_index=ci,
+                chunks_total=len(chunks),
+                roi_x=roi.x,
+                roi_y=roi.y,
+                roi_width=roi.width,
+                roi_height=roi.height,
             )
             msg.stamps.extend(frame.stamps)
             for i in idx:
                 rc = rects[i]
                 msg.tiles.add(
-                    rect=common_pb2.TileRect(index=rc.index, x=rc.x, y=rc.y, width=rc.width, height=rc.height),
+                    rect=common_pb2.TileRect(
+                        index=rc.index, x=rc.x, y=rc.y, width=rc.width, height=rc.height
+                    ),
                     pixels=to_tensor(pixels[i]),
                 )
             stamp(msg, "tiling", received, time.time_ns(), self.instance)

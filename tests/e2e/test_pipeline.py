@@ -8,9 +8,9 @@ import time
 import grpc
 import pytest
 import sqlalchemy as sa
+from defectflow.v1 import deadletter_pb2, query_pb2, query_pb2_grpc
 from kafka import KafkaConsumer, KafkaProducer
 
-from defectflow.v1 import deadletter_pb2, query_pb2, query_pb2_grpc
 from services.common import topics
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
@@ -33,12 +33,21 @@ def test_two_lines_two_cameras_every_frame_stored_once(stack):
     stack.start_pipeline()
     # a frame that is not a protobuf: must end in the DLQ while everything else flows
     producer = KafkaProducer(bootstrap_servers=stack.broker.bootstrap, acks="all")
-    producer.send(topics.FRAMES, key=b"line-9/station-9/cam-9", value=b"\x08\x01garbage\xff\xff").get(10)
+    producer.send(
+        topics.FRAMES, key=b"line-9/station-9/cam-9", value=b"\x08\x01garbage\xff\xff"
+    ).get(10)
     producer.close()
-    ingest = stack.start_service("ingest", {
-        "lines": str(LINES), "cameras_per_line": str(CAMERAS), "fps": "4",
-        "frames": str(FRAMES_PER_CAMERA), "ground_truth_path": str(truth_path), "seed": "7",
-    })
+    ingest = stack.start_service(
+        "ingest",
+        {
+            "lines": str(LINES),
+            "cameras_per_line": str(CAMERAS),
+            "fps": "4",
+            "frames": str(FRAMES_PER_CAMERA),
+            "ground_truth_path": str(truth_path),
+            "seed": "7",
+        },
+    )
     ingest.proc.wait(timeout=180)
     assert ingest.proc.returncode == 0, f"ingest failed, see {ingest.log_path}"
     truth = {t["frame_id"]: t for t in map(json.loads, truth_path.read_text().splitlines())}
@@ -69,10 +78,14 @@ def test_two_lines_two_cameras_every_frame_stored_once(stack):
     assert len(false_ng) <= 0.02 * len(good), f"{len(false_ng)} of {len(good)} good parts NG"
 
     # the records come back through the gRPC API, page by page
-    stub = query_pb2_grpc.InspectionQueryStub(grpc.insecure_channel(f"127.0.0.1:{stack.query_port}"))
+    stub = query_pb2_grpc.InspectionQueryStub(
+        grpc.insecure_channel(f"127.0.0.1:{stack.query_port}")
+    )
     seen, token = [], ""
     while True:
-        resp = stub.ListInspections(query_pb2.ListInspectionsRequest(page_size=37, page_token=token), timeout=10)
+        resp = stub.ListInspections(
+            query_pb2.ListInspectionsRequest(page_size=37, page_token=token), timeout=10
+        )
         seen += [r.inspection.context.frame_id for r in resp.records]
         token = resp.next_page_token
         if not token:
@@ -83,17 +96,26 @@ def test_two_lines_two_cameras_every_frame_stored_once(stack):
     assert rec.inspection.verdict == 2 and len(rec.inspection.defects) >= 1
     x0, y0, x1, y1 = truth[ng_frame]["box"]
     boxes = [(d.box.x0, d.box.y0, d.box.x1, d.box.y1) for d in rec.inspection.defects]
-    assert any(bx0 < x1 and x0 < bx1 and by0 < y1 and y0 < by1 for bx0, by0, bx1, by1 in boxes), \
+    assert any(bx0 < x1 and x0 < bx1 and by0 < y1 and y0 < by1 for bx0, by0, bx1, by1 in boxes), (
         f"no defect box overlaps the true defect {truth[ng_frame]['box']}: {boxes}"
+    )
     with pytest.raises(grpc.RpcError) as err:
         stub.GetInspection(query_pb2.GetInspectionRequest(frame_id="no-such-frame"), timeout=10)
     assert err.value.code() == grpc.StatusCode.NOT_FOUND
 
     # the garbage frame is in the dead-letter topic with its reason and source
-    consumer = KafkaConsumer(topics.DEADLETTER, bootstrap_servers=stack.broker.bootstrap,
-                             auto_offset_reset="earliest", consumer_timeout_ms=5000)
+    consumer = KafkaConsumer(
+        topics.DEADLETTER,
+        bootstrap_servers=stack.broker.bootstrap,
+        auto_offset_reset="earliest",
+        consumer_timeout_ms=5000,
+    )
     letters = [deadletter_pb2.DeadLetter.FromString(m.value) for m in consumer]
     consumer.close()
-    assert any(d.reason == "undecodable_protobuf" and d.source_topic == topics.FRAMES
-               and d.value == b"\x08\x01garbage\xff\xff" for d in letters), letters
+    assert any(
+        d.reason == "undecodable_protobuf"
+        and d.source_topic == topics.FRAMES
+        and d.value == b"\x08\x01garbage\xff\xff"
+        for d in letters
+    ), letters
     assert all(p.alive() for name, p in stack.services.items() if name != "ingest")

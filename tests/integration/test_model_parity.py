@@ -25,7 +25,7 @@ def test_torch_onnxruntime_and_triton_agree(prepared, triton):
         t_maps, t_scores = model(torch.as_tensor(tiles))
     models = TritonModels(triton.grpc_url, max_in_flight=4, timeout_s=30, retries=0)
     try:
-        (tr_maps, tr_scores, version), = models.infer_many(recipe.model.name, "", [tiles])
+        ((tr_maps, tr_scores, version),) = models.infer_many(recipe.model.name, "", [tiles])
     finally:
         models.close()
     assert version == "1"

@@ -2,10 +2,10 @@
 
 import numpy as np
 import pytest
+from defectflow.v1 import common_pb2, frames_pb2, inspections_pb2, predictions_pb2, tiles_pb2
 from hypothesis import given
 from hypothesis import strategies as st
 
-from defectflow.v1 import common_pb2, frames_pb2, inspections_pb2, predictions_pb2, tiles_pb2
 from services.common.codec import decode
 from services.common.errors import BadInput
 from services.common.images import decode_image, encode_png
@@ -13,18 +13,31 @@ from services.common.tensors import from_tensor, to_tensor
 
 
 def valid_frame() -> bytes:
-    return frames_pb2.Frame(schema_version=1, context=common_pb2.FrameContext(frame_id="f1")).SerializeToString()
+    return frames_pb2.Frame(
+        schema_version=1, context=common_pb2.FrameContext(frame_id="f1")
+    ).SerializeToString()
 
 
-@pytest.mark.parametrize("cls", [frames_pb2.Frame, tiles_pb2.TileChunk, predictions_pb2.PredictionChunk,
-                                 inspections_pb2.Inspection])
+@pytest.mark.parametrize(
+    "cls",
+    [
+        frames_pb2.Frame,
+        tiles_pb2.TileChunk,
+        predictions_pb2.PredictionChunk,
+        inspections_pb2.Inspection,
+    ],
+)
 @given(data=st.binary(max_size=512))
 def test_arbitrary_bytes_decode_or_fail_with_a_reason(cls, data):
     try:
         msg = decode(cls, data)
     except BadInput as err:
-        assert err.reason in {"empty_message", "undecodable_protobuf", "unknown_schema_version",
-                              "missing_frame_id"}
+        assert err.reason in {
+            "empty_message",
+            "undecodable_protobuf",
+            "unknown_schema_version",
+            "missing_frame_id",
+        }
     else:
         assert msg.context.frame_id and msg.schema_version == 1
 
@@ -36,7 +49,9 @@ def test_truncated_frame_is_undecodable():
 
 
 def test_unknown_schema_version_is_refused():
-    data = frames_pb2.Frame(schema_version=2, context=common_pb2.FrameContext(frame_id="x")).SerializeToString()
+    data = frames_pb2.Frame(
+        schema_version=2, context=common_pb2.FrameContext(frame_id="x")
+    ).SerializeToString()
     with pytest.raises(BadInput) as err:
         decode(frames_pb2.Frame, data)
     assert err.value.reason == "unknown_schema_version" and err.value.frame_id == "x"

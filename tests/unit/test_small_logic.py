@@ -36,8 +36,10 @@ def test_pacer_drops_and_counts_when_capture_falls_behind():
 
 def test_invalid_recipe_names_the_bad_field(tmp_path):
     bad = tmp_path / "r.yaml"
-    bad.write_text("id: x\nversion: 1\ntiling: {tile_size: 64, overlap: 64, model_input: 64}\n"
-                   "model: {name: m}\nthresholds: {pixel: 1, image: 1, review_low: 2}\n")
+    bad.write_text(
+        "id: x\nversion: 1\ntiling: {tile_size: 64, overlap: 64, model_input: 64}\n"
+        "model: {name: m}\nthresholds: {pixel: 1, image: 1, review_low: 2}\n"
+    )
     with pytest.raises(RecipeError) as err:
         load_recipe(bad)
     assert "tiling" in str(err.value) and "overlap 64 must be smaller" in str(err.value)

@@ -11,8 +11,12 @@ from services.tiling.logic import axis_starts, chunk_ranges, preprocess, tile_gr
 def grids(draw):
     tile = draw(st.integers(8, 96))
     overlap = draw(st.integers(0, tile - 1))
-    roi = Rect(draw(st.integers(0, 50)), draw(st.integers(0, 50)),
-               draw(st.integers(1, 400)), draw(st.integers(1, 400)))
+    roi = Rect(
+        draw(st.integers(0, 50)),
+        draw(st.integers(0, 50)),
+        draw(st.integers(1, 400)),
+        draw(st.integers(1, 400)),
+    )
     return roi, tile, overlap
 
 
@@ -46,15 +50,18 @@ def test_tile_then_stitch_of_identity_map_returns_the_original(g, mode):
     original = np.random.default_rng(0).random((h, w)).astype(np.float32)
     tiles = [(r, original[r.y : r.y1, r.x : r.x1]) for r in tile_grid(roi, tile, overlap)]
     out = stitch((w, h), tiles, mode)
-    np.testing.assert_allclose(out[roi.y : roi.y1, roi.x : roi.x1], original[roi.y : roi.y1, roi.x : roi.x1],
-                               rtol=0)
+    np.testing.assert_allclose(
+        out[roi.y : roi.y1, roi.x : roi.x1], original[roi.y : roi.y1, roi.x : roi.x1], rtol=0
+    )
     assert not out[:, roi.x1 :].any() and not out[roi.y1 :, :].any()
 
 
 def test_preprocess_normalises_once_to_float16_rgb():
     img = np.zeros((64, 64, 3), np.uint8)
     img[:, :, 2] = 255  # red in BGR
-    out = preprocess(img, tile_grid(Rect(0, 0, 64, 64), 32, 0), 16, (0.5, 0.5, 0.5), (0.5, 0.5, 0.5))
+    out = preprocess(
+        img, tile_grid(Rect(0, 0, 64, 64), 32, 0), 16, (0.5, 0.5, 0.5), (0.5, 0.5, 0.5)
+    )
     assert out.shape == (4, 3, 16, 16) and out.dtype == np.float16
     assert np.allclose(out[:, 0], 1.0) and np.allclose(out[:, 1], -1.0)
 

@@ -11,8 +11,15 @@ DEFECT = DefectRecord("anomaly", 20.0, (10, 10, 20, 12), 20.0, 0.05)
 
 
 def rule(score, defects=(), complete=True):
-    return decide(score, list(defects), image_threshold=10.0, review_low=8.0, complete=complete,
-                  tiles_expected=25, tiles_received=25 if complete else 24)
+    return decide(
+        score,
+        list(defects),
+        image_threshold=10.0,
+        review_low=8.0,
+        complete=complete,
+        tiles_expected=25,
+        tiles_received=25 if complete else 24,
+    )
 
 
 def test_incomplete_frame_is_review_whatever_the_score():
@@ -43,8 +50,8 @@ def test_nan_score_is_review():
 
 def test_components_below_min_area_are_ignored_and_areas_are_in_mm2():
     amap = np.zeros((100, 100), np.float32)
-    amap[10:13, 10:40] = 5.0   # 90 px scratch
-    amap[70:72, 70:72] = 9.0   # 4 px speck
+    amap[10:13, 10:40] = 5.0  # 90 px scratch
+    amap[70:72, 70:72] = 9.0  # 4 px speck
     defects = find_defects(amap, 1.0, 8, 0.1, "anomaly")
     assert len(defects) == 1
     d = defects[0]

@@ -31,20 +31,29 @@ class TritonModels:
             try:
                 cfg = self.client.get_model_config(model, as_json=True)["config"]
             except InferenceServerException as exc:
-                raise Transient(f"cannot read config of model {model!r} from Triton: {exc}") from exc
-            preferred = [int(x) for x in cfg.get("dynamic_batching", {}).get("preferred_batch_size", [])]
-            self._max_batch[model] = max(preferred) if preferred else max(1, int(cfg.get("max_batch_size", 1)))
+                raise Transient(
+                    f"cannot read config of model {model!r} from Triton: {exc}"
+                ) from exc
+            preferred = [
+                int(x) for x in cfg.get("dynamic_batching", {}).get("preferred_batch_size", [])
+            ]
+            self._max_batch[model] = (
+                max(preferred) if preferred else max(1, int(cfg.get("max_batch_size", 1)))
+            )
         return self._max_batch[model]
 
-    def infer_many(self, model: str, version: str, batches: list[np.ndarray]
-                   ) -> list[tuple[np.ndarray, np.ndarray, str]]:
+    def infer_many(
+        self, model: str, version: str, batches: list[np.ndarray]
+    ) -> list[tuple[np.ndarray, np.ndarray, str]]:
         """Run all batches with up to max_in_flight requests at once; results in order."""
         for attempt in range(self.retries + 1):
             try:
                 return self._run(model, version, batches)
             except (InferenceServerException, queue.Empty) as exc:
                 if attempt == self.retries:
-                    raise Transient(f"Triton model {model!r} failed {attempt + 1} times: {exc}") from exc
+                    raise Transient(
+                        f"Triton model {model!r} failed {attempt + 1} times: {exc}"
+                    ) from exc
                 time.sleep(0.2 * 2**attempt)
         raise AssertionError("unreachable")
 
@@ -58,11 +67,18 @@ class TritonModels:
             while next_i < len(batches) and in_flight < self.max_in_flight:
                 inp = grpcclient.InferInput("tiles", list(batches[next_i].shape), "FP16")
                 inp.set_data_from_numpy(batches[next_i])
-                outs = [grpcclient.InferRequestedOutput("anomaly_map"), grpcclient.InferRequestedOutput("score")]
+                outs = [
+                    grpcclient.InferRequestedOutput("anomaly_map"),
+                    grpcclient.InferRequestedOutput("score"),
+                ]
                 i = next_i
                 self.client.async_infer(
-                    model, [inp], callback=functools.partial(_deliver, done, i),
-                    model_version=version, outputs=outs, client_timeout=self.timeout_s,
+                    model,
+                    [inp],
+                    callback=functools.partial(_deliver, done, i),
+                    model_version=version,
+                    outputs=outs,
+                    client_timeout=self.timeout_s,
                 )
                 in_flight += 1
                 next_i += 1

@@ -29,8 +29,17 @@ class Camera(Protocol):
 
 
 class SyntheticCamera:
-    def __init__(self, line: str, station: str, name: str, family: str, seed: int,
-                 defect_rate: float, defect_types: list[str], size: tuple[int, int]) -> None:
+    def __init__(
+        self,
+        line: str,
+        station: str,
+        name: str,
+        family: str,
+        seed: int,
+        defect_rate: float,
+        defect_types: list[str],
+        size: tuple[int, int],
+    ) -> None:
         self.line, self.station, self.name = line, station, name
         self.family, self.size = family, size
         self.defect_types = defect_types
@@ -44,8 +53,16 @@ class SyntheticCamera:
         if self.rng.random() < self.defect_rate:
             defect = self.defect_types[int(self.rng.integers(0, len(self.defect_types)))]
         image, gt = render_part(self.family, part_seed, self.size, defect, "obvious")
-        return Capture(image, {"family": self.family, "seed": part_seed, "defect_type": defect,
-                               "severity": gt.severity, "box": gt.box})
+        return Capture(
+            image,
+            {
+                "family": self.family,
+                "seed": part_seed,
+                "defect_type": defect,
+                "severity": gt.severity,
+                "box": gt.box,
+            },
+        )
 
 
 class FolderCamera:
@@ -55,7 +72,9 @@ class FolderCamera:
         self.line, self.station, self.name = line, station, name
         files = sorted(p for p in Path(folder).rglob("*") if p.suffix.lower() in self.EXTENSIONS)
         if not files:
-            raise FileNotFoundError(f"no images ({', '.join(sorted(self.EXTENSIONS))}) under {folder}")
+            raise FileNotFoundError(
+                f"no images ({', '.join(sorted(self.EXTENSIONS))}) under {folder}"
+            )
         self._files: Iterator[Path] = iter(files)
 
     def read(self) -> Capture | None:
@@ -86,8 +105,17 @@ class GroundTruthLog:
 
     def write(self, frame_id: str, camera: Camera, truth: dict | None) -> None:
         if self.file:
-            self.file.write(json.dumps({"frame_id": frame_id, "line": camera.line,
-                                        "camera": camera.name, **(truth or {})}) + "\n")
+            self.file.write(
+                json.dumps(
+                    {
+                        "frame_id": frame_id,
+                        "line": camera.line,
+                        "camera": camera.name,
+                        **(truth or {}),
+                    }
+                )
+                + "\n"
+            )
 
     def flush(self) -> None:
         if self.file:

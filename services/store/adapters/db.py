@@ -32,13 +32,18 @@ def write_batch(engine: sa.Engine, rows: Sequence[dict], defect_rows: Sequence[l
     if not rows:
         return 0
     with engine.begin() as conn:
-        stmt = insert(inspections).values(list(rows)).on_conflict_do_nothing(
-            index_elements=["frame_id"]
-        ).returning(inspections.c.id, inspections.c.frame_id)
+        stmt = (
+            insert(inspections)
+            .values(list(rows))
+            .on_conflict_do_nothing(index_elements=["frame_id"])
+            .returning(inspections.c.id, inspections.c.frame_id)
+        )
         new = {fid: iid for iid, fid in conn.execute(stmt)}
         children = [
             {**d, "inspection_id": new[row["frame_id"]]}
-            for row, ds in zip(rows, defect_rows, strict=True) if row["frame_id"] in new for d in ds
+            for row, ds in zip(rows, defect_rows, strict=True)
+            if row["frame_id"] in new
+            for d in ds
         ]
         if children:
             conn.execute(insert(defects), children)

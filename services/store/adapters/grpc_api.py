@@ -6,10 +6,10 @@ from concurrent import futures
 
 import grpc
 import sqlalchemy as sa
+from defectflow.v1 import inspections_pb2, query_pb2, query_pb2_grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from defectflow.v1 import inspections_pb2, query_pb2, query_pb2_grpc
 from services.store.adapters.db import decode_cursor, encode_cursor
 from services.store.adapters.schema import inspections
 from services.store.logic import page_size
@@ -33,11 +33,14 @@ class InspectionQueryServicer(query_pb2_grpc.InspectionQueryServicer):
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, "frame_id is required")
         with self.engine.connect() as conn:
             row = conn.execute(
-                sa.select(inspections.c.payload, inspections.c.stored_unix_ns)
-                .where(inspections.c.frame_id == request.frame_id)
+                sa.select(inspections.c.payload, inspections.c.stored_unix_ns).where(
+                    inspections.c.frame_id == request.frame_id
+                )
             ).first()
         if row is None:
-            context.abort(grpc.StatusCode.NOT_FOUND, f"no inspection with frame_id {request.frame_id!r}")
+            context.abort(
+                grpc.StatusCode.NOT_FOUND, f"no inspection with frame_id {request.frame_id!r}"
+            )
         return _record(row)
 
     def ListInspections(self, request, context):
@@ -70,10 +73,14 @@ class InspectionQueryServicer(query_pb2_grpc.InspectionQueryServicer):
         more = len(rows) > size
         rows = rows[:size]
         token = encode_cursor(rows[-1].id) if more else ""
-        return query_pb2.ListInspectionsResponse(records=[_record(r) for r in rows], next_page_token=token)
+        return query_pb2.ListInspectionsResponse(
+            records=[_record(r) for r in rows], next_page_token=token
+        )
 
 
-def serve(engine: sa.Engine, address: str, max_page_size: int, workers: int = 8) -> tuple[grpc.Server, int]:
+def serve(
+    engine: sa.Engine, address: str, max_page_size: int, workers: int = 8
+) -> tuple[grpc.Server, int]:
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=workers))
     query_pb2_grpc.add_InspectionQueryServicer_to_server(
         InspectionQueryServicer(engine, max_page_size), server
@@ -82,7 +89,9 @@ def serve(engine: sa.Engine, address: str, max_page_size: int, workers: int = 8)
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     health_servicer.set(SERVICE_NAME, health_pb2.HealthCheckResponse.SERVING)
     health_servicer.set("", health_pb2.HealthCheckResponse.SERVING)
-    reflection.enable_server_reflection((SERVICE_NAME, reflection.SERVICE_NAME, health.SERVICE_NAME), server)
+    reflection.enable_server_reflection(
+        (SERVICE_NAME, reflection.SERVICE_NAME, health.SERVICE_NAME), server
+    )
     port = server.add_insecure_port(address)
     if port == 0:
         raise RuntimeError(f"cannot bind the query API to {address}")

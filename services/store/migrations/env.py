@@ -16,7 +16,9 @@ if given is not None:
     run(given)  # the caller owns the connection and its transaction
 else:
     engine = engine_from_config(
-        config.get_section(config.config_ini_section, {}), prefix="sqlalchemy.", poolclass=pool.NullPool
+        config.get_section(config.config_ini_section, {}),
+        prefix="sqlalchemy.",
+        poolclass=pool.NullPool,
     )
     with engine.begin() as conn:
         run(conn)

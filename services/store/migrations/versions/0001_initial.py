@@ -3,6 +3,7 @@
 Revision ID: 0001
 Revises:
 """
+
 import sqlalchemy as sa
 from alembic import op
 from sqlalchemy.dialects.postgresql import JSONB
@@ -35,13 +36,19 @@ def upgrade() -> None:
         sa.Column("payload", sa.LargeBinary, nullable=False),
     )
     op.create_index("ix_inspections_line_captured", "inspections", ["line", "captured_unix_ns"])
-    op.create_index("ix_inspections_verdict_captured", "inspections", ["verdict", "captured_unix_ns"])
+    op.create_index(
+        "ix_inspections_verdict_captured", "inspections", ["verdict", "captured_unix_ns"]
+    )
     op.create_index("ix_inspections_part", "inspections", ["part_id"])
     op.create_table(
         "defects",
         sa.Column("id", sa.BigInteger, primary_key=True, autoincrement=True),
-        sa.Column("inspection_id", sa.BigInteger,
-                  sa.ForeignKey("inspections.id", ondelete="CASCADE"), nullable=False),
+        sa.Column(
+            "inspection_id",
+            sa.BigInteger,
+            sa.ForeignKey("inspections.id", ondelete="CASCADE"),
+            nullable=False,
+        ),
         sa.Column("defect_class", sa.String(64), nullable=False),
         sa.Column("score", sa.Float, nullable=False),
         sa.Column("x0", sa.Float, nullable=False),
