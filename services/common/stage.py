@@ -274,3 +274,11 @@ class StatelessHandler:
 
     def revoke(self, partitions: Iterable[TopicPartition]) -> None:
         return None
+
+
+def run_stage(service: str, input_topic: str, handler: Handler, settings: StageSettings) -> None:
+    """What every Kafka stage's main() does: metrics endpoint, signal handlers, the loop."""
+    metrics.serve(settings.metrics_port)
+    runner = StageRunner(service, input_topic, handler, settings)
+    runner.install_signal_handlers()
+    runner.run()

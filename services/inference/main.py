@@ -15,9 +15,8 @@ from services.common import topics
 from services.common.codec import decode, stamp
 from services.common.errors import BadInput
 from services.common.logs import setup_logging
-from services.common.metrics import serve
 from services.common.recipes import RecipeBook, RecipeError
-from services.common.stage import Handled, Output, StageRunner, StatelessHandler, dead_letter
+from services.common.stage import Handled, Output, StatelessHandler, dead_letter, run_stage
 from services.common.tensors import from_tensor, to_tensor
 from services.inference.adapters.triton import TritonModels
 from services.inference.config import InferenceSettings
@@ -112,14 +111,11 @@ class InferenceHandler(StatelessHandler):
 def main() -> None:
     settings = InferenceSettings()
     setup_logging("inference", settings.log_level)
-    serve(settings.metrics_port)
     models = TritonModels(
         settings.triton_url, settings.max_in_flight, settings.request_timeout_s, settings.retries
     )
-    runner = StageRunner("inference", topics.TILES, InferenceHandler(settings, models), settings)
-    runner.install_signal_handlers()
     try:
-        runner.run()
+        run_stage("inference", topics.TILES, InferenceHandler(settings, models), settings)
     finally:
         models.close()
 

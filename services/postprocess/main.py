@@ -17,9 +17,8 @@ from services.common.codec import decode, stamp
 from services.common.domain import Decision, TileRect
 from services.common.errors import BadInput
 from services.common.logs import setup_logging
-from services.common.metrics import serve
 from services.common.recipes import Recipe, RecipeBook, RecipeError
-from services.common.stage import Handled, Output, StageRunner, dead_letter
+from services.common.stage import Handled, Output, dead_letter, run_stage
 from services.common.tensors import from_tensor
 from services.postprocess.config import PostprocessSettings
 from services.postprocess.logic import decide, find_defects, stitch
@@ -188,10 +187,7 @@ def inspection_message(
 def main() -> None:
     settings = PostprocessSettings()
     setup_logging("postprocess", settings.log_level)
-    serve(settings.metrics_port)
-    runner = StageRunner("postprocess", topics.PREDICTIONS, PostprocessHandler(settings), settings)
-    runner.install_signal_handlers()
-    runner.run()
+    run_stage("postprocess", topics.PREDICTIONS, PostprocessHandler(settings), settings)
 
 
 if __name__ == "__main__":

@@ -16,9 +16,8 @@ from services.common.domain import Rect
 from services.common.errors import BadInput
 from services.common.images import decode_image
 from services.common.logs import setup_logging
-from services.common.metrics import serve
 from services.common.recipes import RecipeBook, RecipeError
-from services.common.stage import Handled, Output, StageRunner, StatelessHandler, dead_letter
+from services.common.stage import Handled, Output, StatelessHandler, dead_letter, run_stage
 from services.common.tensors import to_tensor
 from services.tiling.config import TilingSettings
 from services.tiling.logic import chunk_ranges, clip_roi, preprocess, tile_grid
@@ -104,10 +103,7 @@ class TilingHandler(StatelessHandler):
 def main() -> None:
     settings = TilingSettings()
     setup_logging("tiling", settings.log_level)
-    serve(settings.metrics_port)
-    runner = StageRunner("tiling", topics.FRAMES, TilingHandler(settings), settings)
-    runner.install_signal_handlers()
-    runner.run()
+    run_stage("tiling", topics.FRAMES, TilingHandler(settings), settings)
 
 
 if __name__ == "__main__":
