@@ -141,6 +141,25 @@ def fit(
 
 
 @app.command()
+def triton(
+    repository: Path = typer.Option(..., help="Triton model repository (from `defectflow fit`)"),
+    workdir: Path = typer.Option(Path("var/triton"), help="backend copy and cache"),
+    address: str = typer.Option("127.0.0.1", help="listen address; 0.0.0.0 in a container"),
+    grpc_port: int = typer.Option(8001),
+    http_port: int = typer.Option(8000),
+    metrics_port: int = typer.Option(8002),
+) -> None:
+    """Run the tritonserver bundled in nvidia-pytriton in the foreground (CPU, python backend)."""
+    import os
+
+    from services.localstack.triton import triton_argv, triton_env
+
+    workdir.mkdir(parents=True, exist_ok=True)
+    argv = triton_argv(repository, workdir, address, (grpc_port, http_port, metrics_port))
+    os.execve(argv[0], argv, triton_env())
+
+
+@app.command()
 def protos() -> None:
     """Regenerate the protobuf/gRPC Python code from protos/."""
     from services.cli.protogen import generate

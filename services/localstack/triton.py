@@ -70,6 +70,34 @@ def triton_env() -> dict[str, str]:
     return env
 
 
+def triton_argv(
+    model_repository: Path,
+    workdir: Path,
+    address: str = "127.0.0.1",
+    ports: tuple[int, int, int] = (8001, 8000, 8002),
+    log_verbose: int = 0,
+) -> list[str]:
+    """The tritonserver command line; ports are (grpc, http, metrics)."""
+    grpc_port, http_port, metrics_port = ports
+    root = _pytriton_root()
+    return [
+        str(root / "bin" / "tritonserver"),
+        f"--model-repository={Path(model_repository).resolve()}",
+        f"--backend-directory={_backend_dir(Path(workdir).resolve())}",
+        f"--cache-directory={root / 'caches'}",
+        f"--grpc-address={address}",
+        f"--grpc-port={grpc_port}",
+        f"--http-address={address}",
+        f"--http-port={http_port}",
+        f"--metrics-address={address}",
+        f"--metrics-port={metrics_port}",
+        "--allow-metrics=true",
+        "--allow-gpu-metrics=false",
+        "--strict-readiness=true",
+        f"--log-verbose={log_verbose}",
+    ]
+
+
 def start_triton(
     model_repository: Path,
     workdir: Path,
@@ -77,23 +105,12 @@ def start_triton(
     log_verbose: int = 0,
 ) -> Triton:
     grpc_port, http_port, metrics_port = free_port(), free_port(), free_port()
-    root = _pytriton_root()
-    argv = [
-        str(root / "bin" / "tritonserver"),
-        f"--model-repository={model_repository}",
-        f"--backend-directory={_backend_dir(workdir)}",
-        f"--cache-directory={root / 'caches'}",
-        "--grpc-address=127.0.0.1",
-        f"--grpc-port={grpc_port}",
-        "--http-address=127.0.0.1",
-        f"--http-port={http_port}",
-        "--metrics-address=127.0.0.1",
-        f"--metrics-port={metrics_port}",
-        "--allow-metrics=true",
-        "--allow-gpu-metrics=false",
-        "--strict-readiness=true",
-        f"--log-verbose={log_verbose}",
-    ]
+    argv = triton_argv(
+        model_repository,
+        workdir,
+        ports=(grpc_port, http_port, metrics_port),
+        log_verbose=log_verbose,
+    )
     proc = ManagedProcess(
         name="tritonserver",
         argv=argv,
