@@ -1,5 +1,8 @@
 """The two ways a message can fail, and what the stage loop does with each."""
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 
 class BadInput(Exception):
     """The message itself is wrong: it goes to the dead-letter topic, the service goes on.
@@ -13,6 +16,16 @@ class BadInput(Exception):
         self.reason = reason
         self.detail = detail
         self.frame_id = frame_id
+
+
+@contextmanager
+def about_frame(frame_id: str) -> Iterator[None]:
+    """Every BadInput raised inside names this frame, so its dead letter can be traced."""
+    try:
+        yield
+    except BadInput as err:
+        err.frame_id = err.frame_id or frame_id
+        raise
 
 
 class Transient(Exception):

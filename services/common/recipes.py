@@ -11,6 +11,8 @@ from pathlib import Path
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from services.common.errors import BadInput
+
 
 class Roi(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -129,3 +131,10 @@ class RecipeBook:
             )
         self._cache[recipe_id] = (mtime, recipe)
         return recipe
+
+    def require(self, recipe_id: str) -> Recipe:
+        """`get` for a message handler: a missing or invalid recipe is bad input (dead letter)."""
+        try:
+            return self.get(recipe_id)
+        except RecipeError as exc:
+            raise BadInput("unknown_recipe", str(exc)) from exc

@@ -13,9 +13,9 @@ from kafka.consumer.fetcher import ConsumerRecord
 
 from services.common import topics
 from services.common.codec import decode, stamp
-from services.common.errors import BadInput
+from services.common.errors import BadInput, about_frame
 from services.common.logs import setup_logging
-from services.common.recipes import RecipeBook, RecipeError
+from services.common.recipes import RecipeBook
 from services.common.stage import Handled, Output, StatelessHandler, dead_letter, run_stage
 from services.common.tensors import from_tensor, to_tensor
 from services.inference.adapters.triton import TritonModels
@@ -31,20 +31,14 @@ class InferenceHandler(StatelessHandler):
 
     def _decode(self, record: ConsumerRecord):
         chunk = decode(tiles_pb2.TileChunk, record.value)
-        try:
-            recipe = self.recipes.get(chunk.context.recipe_id)
-        except RecipeError as exc:
-            raise BadInput("unknown_recipe", str(exc), chunk.context.frame_id) from exc
-        s = recipe.tiling.model_input
-        try:
+        with about_frame(chunk.context.frame_id):
+            recipe = self.recipes.require(chunk.context.recipe_id)
+            s = recipe.tiling.model_input
             pixels = [from_tensor(t.pixels, (3, s, s)) for t in chunk.tiles]
-        except BadInput as err:
-            err.frame_id = chunk.context.frame_id
-            raise
-        if not pixels:
-            raise BadInput("bad_tensor", "tile chunk without tiles", chunk.context.frame_id)
-        if any(p.dtype != np.float16 for p in pixels):
-            raise BadInput("bad_tensor", "tiles must be float16", chunk.context.frame_id)
+            if not pixels:
+                raise BadInput("bad_tensor", "tile chunk without tiles")
+            if any(p.dtype != np.float16 for p in pixels):
+                raise BadInput("bad_tensor", "tiles must be float16")
         return chunk, recipe, pixels
 
     def handle(self, records: Sequence[ConsumerRecord]) -> Handled:
@@ -79,9 +73,9 @@ class InferenceHandler(StatelessHandler):
             m, sc = maps[start : start + n], scores[start : start + n]
             start += n
             try:
-                check_outputs(m, sc, n, size)
+                with about_frame(chunk.context.frame_id):
+                    check_outputs(m, sc, n, size)
             except BadInput as err:
-                err.frame_id = chunk.context.frame_id
                 outputs.append(dead_letter("inference", record, err))
                 continue
             msg = predictions_pb2.PredictionChunk(

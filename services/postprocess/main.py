@@ -15,9 +15,9 @@ from kafka.consumer.fetcher import ConsumerRecord
 from services.common import topics
 from services.common.codec import decode, stamp
 from services.common.domain import Decision, TileRect
-from services.common.errors import BadInput
+from services.common.errors import BadInput, about_frame
 from services.common.logs import setup_logging
-from services.common.recipes import Recipe, RecipeBook, RecipeError
+from services.common.recipes import Recipe, RecipeBook
 from services.common.stage import Handled, Output, dead_letter, run_stage
 from services.common.tensors import from_tensor
 from services.postprocess.config import PostprocessSettings
@@ -93,17 +93,16 @@ class PostprocessHandler:
 
     def _add(self, record: ConsumerRecord) -> str:
         chunk = decode(predictions_pb2.PredictionChunk, record.value)
+        with about_frame(chunk.context.frame_id):
+            return self._add_chunk(chunk, record)
+
+    def _add_chunk(self, chunk: predictions_pb2.PredictionChunk, record: ConsumerRecord) -> str:
         ctx = chunk.context
         fa = self.frames.get(ctx.frame_id)
         if fa is None:
-            try:
-                recipe = self.recipes.get(ctx.recipe_id)
-            except RecipeError as exc:
-                raise BadInput("unknown_recipe", str(exc), ctx.frame_id) from exc
+            recipe = self.recipes.require(ctx.recipe_id)
             if chunk.tiles_total == 0:
-                raise BadInput(
-                    "bad_tiles", "prediction chunk says the frame has 0 tiles", ctx.frame_id
-                )
+                raise BadInput("bad_tiles", "prediction chunk says the frame has 0 tiles")
             fa = FrameAssembly(
                 ctx, recipe, chunk.tiles_total, record.key, time.monotonic(), time.time_ns()
             )
@@ -114,16 +113,8 @@ class PostprocessHandler:
         for t in chunk.tiles:
             r = t.rect
             if r.index >= fa.tiles_total:
-                raise BadInput(
-                    "bad_tiles",
-                    f"tile index {r.index} >= tiles_total {fa.tiles_total}",
-                    ctx.frame_id,
-                )
-            try:
-                tmap = from_tensor(t.anomaly_map, (size, size))
-            except BadInput as err:
-                err.frame_id = ctx.frame_id
-                raise
+                raise BadInput("bad_tiles", f"tile index {r.index} >= tiles_total {fa.tiles_total}")
+            tmap = from_tensor(t.anomaly_map, (size, size))
             parsed.append((r.index, TileRect(r.x, r.y, r.width, r.height, r.index), tmap, t.score))
         for index, rect, tmap, score in parsed:
             fa.tiles[index] = (rect, tmap, score)

@@ -13,10 +13,10 @@ from services.common import topics
 from services.common.blobstore import LocalBlobStore
 from services.common.codec import decode, stamp
 from services.common.domain import Rect
-from services.common.errors import BadInput
+from services.common.errors import BadInput, about_frame
 from services.common.images import decode_image
 from services.common.logs import setup_logging
-from services.common.recipes import RecipeBook, RecipeError
+from services.common.recipes import RecipeBook
 from services.common.stage import Handled, Output, StatelessHandler, dead_letter, run_stage
 from services.common.tensors import to_tensor
 from services.tiling.config import TilingSettings
@@ -38,33 +38,23 @@ class TilingHandler(StatelessHandler):
                 out.outputs.append(dead_letter("tiling", record, err))
         return out
 
-    def load_image(self, ref: common_pb2.ImageRef, max_pixels: int, frame_id: str):
+    def load_image(self, ref: common_pb2.ImageRef, max_pixels: int):
         if ref.HasField("blob_uri"):
             try:
                 data = self.blobs.get(ref.blob_uri)
             except (OSError, ValueError) as exc:
-                raise BadInput(
-                    "missing_blob", f"cannot read {ref.blob_uri}: {exc}", frame_id
-                ) from exc
+                raise BadInput("missing_blob", f"cannot read {ref.blob_uri}: {exc}") from exc
         else:
             data = ref.inline_data
-        try:
-            return decode_image(
-                data, ref.encoding, max_pixels, (ref.width, ref.height, ref.channels)
-            )
-        except BadInput as err:
-            err.frame_id = frame_id
-            raise
+        return decode_image(data, ref.encoding, max_pixels, (ref.width, ref.height, ref.channels))
 
     def tile(self, record: ConsumerRecord) -> list[Output]:
         received = time.time_ns()
         frame = decode(frames_pb2.Frame, record.value)
         ctx = frame.context
-        try:
-            recipe = self.recipes.get(ctx.recipe_id)
-        except RecipeError as exc:
-            raise BadInput("unknown_recipe", str(exc), ctx.frame_id) from exc
-        image = self.load_image(ctx.image, recipe.max_image_pixels, ctx.frame_id)
+        with about_frame(ctx.frame_id):
+            recipe = self.recipes.require(ctx.recipe_id)
+            image = self.load_image(ctx.image, recipe.max_image_pixels)
         h, w = image.shape[:2]
         r = recipe.roi
         roi = clip_roi(Rect(r.x, r.y, r.width, r.height) if r else None, w, h)

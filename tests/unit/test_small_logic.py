@@ -43,3 +43,13 @@ def test_invalid_recipe_names_the_bad_field(tmp_path):
     with pytest.raises(RecipeError) as err:
         load_recipe(bad)
     assert "tiling" in str(err.value) and "overlap 64 must be smaller" in str(err.value)
+
+
+def test_unknown_recipe_is_bad_input_naming_the_frame(tmp_path):
+    from services.common.errors import BadInput, about_frame
+    from services.common.recipes import RecipeBook
+
+    with pytest.raises(BadInput) as err, about_frame("frame-42"):
+        RecipeBook(tmp_path).require("no-such-recipe")
+    assert err.value.reason == "unknown_recipe" and err.value.frame_id == "frame-42"
+    assert "no-such-recipe" in err.value.detail
