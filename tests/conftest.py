@@ -1,4 +1,8 @@
-"""Session-scoped real components on 127.0.0.1, each started once and shared."""
+"""Session-scoped real components on 127.0.0.1, each started once and shared.
+
+Each fixture starts one component through the same LocalStack that `defectflow up`
+uses, so a test that needs only PostgreSQL starts only PostgreSQL.
+"""
 
 from __future__ import annotations
 
@@ -9,54 +13,44 @@ from pathlib import Path
 
 import pytest
 
-from models.prepare import DEFAULT_RECIPE, fit_recipe
-from services.common.kafka_admin import ensure_topics
-from services.localstack.broker import start_broker
-from services.localstack.postgres import start_postgres
 from services.localstack.stack import LocalStack
-from services.localstack.triton import start_triton
 
 
 @pytest.fixture(scope="session")
-def stack_dir():
+def local():
     # not pytest's tmp_path: its 0700 parents keep the unprivileged PostgreSQL user out
     d = Path(tempfile.mkdtemp(prefix="defectflow-test-"))
     os.chmod(d, 0o755)
-    yield d
+    yield LocalStack(d)
     if not os.environ.get("DEFECTFLOW_KEEP_TEST_DIR"):
         shutil.rmtree(d, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")
-def prepared(stack_dir):
-    return fit_recipe(DEFAULT_RECIPE, "brushed_metal", stack_dir)
+def prepared(local):
+    return local.prepare_models()
 
 
 @pytest.fixture(scope="session")
-def broker(stack_dir):
-    b = start_broker(stack_dir)
-    ensure_topics(b.bootstrap, partitions=4)
-    yield b
-    b.stop()
+def broker(local):
+    yield local.start_broker()
+    local.broker.stop()
 
 
 @pytest.fixture(scope="session")
-def postgres(stack_dir):
-    pg = start_postgres(stack_dir / "postgres")
-    yield pg
-    pg.stop()
+def postgres(local):
+    yield local.start_postgres()
+    local.postgres.stop()
 
 
 @pytest.fixture(scope="session")
-def triton(stack_dir, prepared):
-    t = start_triton(prepared.repository, stack_dir)
-    yield t
-    t.stop()
+def triton(local, prepared):
+    yield local.start_triton()
+    local.triton.stop()
 
 
 @pytest.fixture(scope="session")
-def stack(stack_dir, prepared, broker, postgres, triton):
-    """The components above, wrapped so tests can start services against them."""
-    s = LocalStack(stack_dir, prepared=prepared, broker=broker, postgres=postgres, triton=triton)
-    yield s
-    s.stop_services()
+def stack(local, prepared, broker, postgres, triton):
+    """All components; tests start services against them."""
+    yield local
+    local.stop_services()

@@ -32,18 +32,34 @@ class LocalStack:
     query_port: int = 0
     services: dict[str, ManagedProcess] = field(default_factory=dict)
 
-    def start_components(self, family: str = "brushed_metal") -> LocalStack:
-        """Start whatever is not running yet (fixtures start them one by one)."""
-        self.workdir.mkdir(parents=True, exist_ok=True)
+    def prepare_models(self, family: str = "brushed_metal") -> Prepared:
         if self.prepared is None:
             self.prepared = fit_recipe(DEFAULT_RECIPE, family, self.workdir)
+        return self.prepared
+
+    def start_broker(self) -> Broker:
         if self.broker is None:
             self.broker = start_broker(self.workdir)
             ensure_topics(self.broker.bootstrap, self.partitions)
+        return self.broker
+
+    def start_postgres(self) -> Postgres:
         if self.postgres is None:
             self.postgres = start_postgres(self.workdir / "postgres")
+        return self.postgres
+
+    def start_triton(self) -> Triton:
         if self.triton is None:
-            self.triton = start_triton(self.prepared.repository, self.workdir)
+            self.triton = start_triton(self.prepare_models().repository, self.workdir)
+        return self.triton
+
+    def start_components(self) -> LocalStack:
+        """Start whatever is not running yet; each step is also usable alone (test fixtures)."""
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.prepare_models()
+        self.start_broker()
+        self.start_postgres()
+        self.start_triton()
         return self
 
     def service_env(self, name: str, extra: dict[str, str] | None = None) -> dict[str, str]:
