@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Sequence
 
@@ -11,6 +12,7 @@ from defectflow.v1 import inspections_pb2
 from kafka.consumer.fetcher import ConsumerRecord
 
 from services.common import topics
+from services.common.blobstore import BlobStore, LocalBlobStore
 from services.common.codec import decode
 from services.common.errors import BadInput, Transient
 from services.common.logs import setup_logging
@@ -45,7 +47,9 @@ class StoreHandler(StatelessHandler):
             children.append(ds)
         try:
             db.write_batch(self.engine, rows, children)
-        except sa.exc.OperationalError as exc:
+        except (sa.exc.OperationalError, sa.exc.InterfaceError) as exc:
+            # connection refused / lost mid-batch: nothing committed, the stage rewinds and
+            # retries the same records with backoff until PostgreSQL is back
             raise Transient(
                 f"PostgreSQL unavailable, batch of {len(rows)} kept for retry: {exc}"
             ) from exc
@@ -65,21 +69,59 @@ def wait_for_database(engine: sa.Engine, max_wait_s: float) -> None:
             delay = min(delay * 2, max_wait_s)
 
 
+class RetentionLoop:
+    """Applies the retention policy every `interval_s` in a background thread."""
+
+    def __init__(self, engine: sa.Engine, settings: StoreSettings, blobs: BlobStore | None) -> None:
+        self.engine = engine
+        self.policy = grpc_api.retention_policy(settings)
+        self.interval_s = settings.retention_interval_s
+        self.blobs = blobs
+        self.stopping = threading.Event()
+        self.thread = threading.Thread(target=self._run, name="store-retention", daemon=True)
+
+    def start(self) -> RetentionLoop:
+        if self.policy != self.policy.__class__():  # something to expire
+            self.thread.start()
+            log.info("retention every %.0f s: %s", self.interval_s, self.policy)
+        return self
+
+    def stop(self) -> None:
+        self.stopping.set()
+        if self.thread.is_alive():
+            self.thread.join(timeout=30)
+
+    def _run(self) -> None:
+        while not self.stopping.is_set():
+            try:
+                n_rec, n_img = db.apply_retention(
+                    self.engine, self.policy, time.time_ns(), self.blobs
+                )
+                if n_rec or n_img:
+                    log.info("retention removed %d records and %d images", n_rec, n_img)
+            except sa.exc.SQLAlchemyError as exc:  # next round retries
+                log.warning("retention failed, retrying next round: %s", exc)
+            self.stopping.wait(self.interval_s)
+
+
 def main() -> None:
     settings = StoreSettings()
     setup_logging("store", settings.log_level)
     serve(settings.metrics_port)
-    engine = sa.create_engine(settings.database_url, pool_pre_ping=True)
+    engine = sa.create_engine(settings.database_url, pool_pre_ping=True, pool_size=10)
     wait_for_database(engine, settings.db_retry_max_s)
     db.upgrade(engine)
-    server, port = grpc_api.serve(engine, settings.grpc_address, settings.max_page_size)
-    log.info("query API listening on port %d", port)
+    blobs = LocalBlobStore(settings.blob_root)
+    api = grpc_api.serve(engine, settings, blobs)
+    log.info("query API listening on port %d", api.port)
+    retention = RetentionLoop(engine, settings, blobs).start()
     runner = StageRunner("store", topics.INSPECTIONS, StoreHandler(engine), settings)
     runner.install_signal_handlers()
     try:
         runner.run()
     finally:
-        server.stop(grace=5)
+        retention.stop()
+        api.stop(grace=5)
         engine.dispose()
 
 

@@ -25,23 +25,53 @@ _sym_db = _symbol_database.Default()
 from defectflow.v1 import inspections_pb2 as defectflow_dot_v1_dot_inspections__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19\x64\x65\x66\x65\x63tflow/v1/query.proto\x12\rdefectflow.v1\x1a\x1f\x64\x65\x66\x65\x63tflow/v1/inspections.proto\"Y\n\x10InspectionRecord\x12-\n\ninspection\x18\x01 \x01(\x0b\x32\x19.defectflow.v1.Inspection\x12\x16\n\x0estored_unix_ns\x18\x02 \x01(\x03\"(\n\x14GetInspectionRequest\x12\x10\n\x08\x66rame_id\x18\x01 \x01(\t\"\xce\x01\n\x10InspectionFilter\x12\r\n\x05lines\x18\x01 \x03(\t\x12\x10\n\x08stations\x18\x02 \x03(\t\x12\x0f\n\x07\x63\x61meras\x18\x03 \x03(\t\x12(\n\x08verdicts\x18\x04 \x03(\x0e\x32\x16.defectflow.v1.Verdict\x12\x11\n\trecipe_id\x18\x05 \x01(\t\x12\x1d\n\x15\x63\x61ptured_from_unix_ns\x18\x06 \x01(\x03\x12\x1b\n\x13\x63\x61ptured_to_unix_ns\x18\x07 \x01(\x03\x12\x0f\n\x07part_id\x18\x08 \x01(\t\"p\n\x16ListInspectionsRequest\x12/\n\x06\x66ilter\x18\x01 \x01(\x0b\x32\x1f.defectflow.v1.InspectionFilter\x12\x11\n\tpage_size\x18\x02 \x01(\r\x12\x12\n\npage_token\x18\x03 \x01(\t\"d\n\x17ListInspectionsResponse\x12\x30\n\x07records\x18\x01 \x03(\x0b\x32\x1f.defectflow.v1.InspectionRecord\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t2\xca\x01\n\x0fInspectionQuery\x12U\n\rGetInspection\x12#.defectflow.v1.GetInspectionRequest\x1a\x1f.defectflow.v1.InspectionRecord\x12`\n\x0fListInspections\x12%.defectflow.v1.ListInspectionsRequest\x1a&.defectflow.v1.ListInspectionsResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19\x64\x65\x66\x65\x63tflow/v1/query.proto\x12\rdefectflow.v1\x1a\x1f\x64\x65\x66\x65\x63tflow/v1/inspections.proto\"\x82\x01\n\x10InspectionRecord\x12-\n\ninspection\x18\x01 \x01(\x0b\x32\x19.defectflow.v1.Inspection\x12\x16\n\x0estored_unix_ns\x18\x02 \x01(\x03\x12\x0e\n\x06\x63ursor\x18\x03 \x01(\t\x12\x17\n\x0fimage_available\x18\x04 \x01(\x08\"(\n\x14GetInspectionRequest\x12\x10\n\x08\x66rame_id\x18\x01 \x01(\t\"#\n\x10GetByPartRequest\x12\x0f\n\x07part_id\x18\x01 \x01(\t\"E\n\x11GetByPartResponse\x12\x30\n\x07records\x18\x01 \x03(\x0b\x32\x1f.defectflow.v1.InspectionRecord\"\x80\x03\n\x10InspectionFilter\x12\r\n\x05lines\x18\x01 \x03(\t\x12\x10\n\x08stations\x18\x02 \x03(\t\x12\x0f\n\x07\x63\x61meras\x18\x03 \x03(\t\x12(\n\x08verdicts\x18\x04 \x03(\x0e\x32\x16.defectflow.v1.Verdict\x12\x11\n\trecipe_id\x18\x05 \x01(\t\x12\x1d\n\x15\x63\x61ptured_from_unix_ns\x18\x06 \x01(\x03\x12\x1b\n\x13\x63\x61ptured_to_unix_ns\x18\x07 \x01(\x03\x12\x0f\n\x07part_id\x18\x08 \x01(\t\x12\x16\n\x0e\x64\x65\x66\x65\x63t_classes\x18\t \x03(\t\x12J\n\x0emodel_versions\x18\n \x03(\x0b\x32\x32.defectflow.v1.InspectionFilter.ModelVersionsEntry\x12\x16\n\x0erecipe_version\x18\x0b \x01(\r\x1a\x34\n\x12ModelVersionsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"p\n\x16ListInspectionsRequest\x12/\n\x06\x66ilter\x18\x01 \x01(\x0b\x32\x1f.defectflow.v1.InspectionFilter\x12\x11\n\tpage_size\x18\x02 \x01(\r\x12\x12\n\npage_token\x18\x03 \x01(\t\"{\n\x17ListInspectionsResponse\x12\x30\n\x07records\x18\x01 \x03(\x0b\x32\x1f.defectflow.v1.InspectionRecord\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\x12\x15\n\rresume_cursor\x18\x03 \x01(\t\"\xac\x01\n\x14GetStatisticsRequest\x12/\n\x06\x66ilter\x18\x01 \x01(\x0b\x32\x1f.defectflow.v1.InspectionFilter\x12\x0f\n\x07\x62y_line\x18\x02 \x01(\x08\x12)\n\x06\x62ucket\x18\x03 \x01(\x0e\x32\x19.defectflow.v1.TimeBucket\x12\x11\n\ttime_zone\x18\x04 \x01(\t\x12\x14\n\x0cshift_starts\x18\x05 \x03(\t\"N\n\x10\x44\x65\x66\x65\x63tClassCount\x12\x14\n\x0c\x64\x65\x66\x65\x63t_class\x18\x01 \x01(\t\x12\x0f\n\x07\x64\x65\x66\x65\x63ts\x18\x02 \x01(\x04\x12\x13\n\x0binspections\x18\x03 \x01(\x04\"\xa4\x02\n\x0fStatisticsGroup\x12\x0c\n\x04line\x18\x01 \x01(\t\x12\x1c\n\x14\x62ucket_start_unix_ns\x18\x02 \x01(\x03\x12\x14\n\x0c\x62ucket_label\x18\x03 \x01(\t\x12\r\n\x05\x63ount\x18\x04 \x01(\x04\x12\n\n\x02ok\x18\x05 \x01(\x04\x12\n\n\x02ng\x18\x06 \x01(\x04\x12\x0e\n\x06review\x18\x07 \x01(\x04\x12\x12\n\nyield_rate\x18\x08 \x01(\x01\x12\x0f\n\x07ng_rate\x18\t \x01(\x01\x12\x13\n\x0breview_rate\x18\n \x01(\x01\x12/\n\x06pareto\x18\x0b \x03(\x0b\x32\x1f.defectflow.v1.DefectClassCount\x12\x16\n\x0emean_latency_s\x18\x0c \x01(\x01\x12\x15\n\rp95_latency_s\x18\r \x01(\x01\"v\n\x15GetStatisticsResponse\x12-\n\x05total\x18\x01 \x01(\x0b\x32\x1e.defectflow.v1.StatisticsGroup\x12.\n\x06groups\x18\x02 \x03(\x0b\x32\x1e.defectflow.v1.StatisticsGroup\"Z\n\x17WatchInspectionsRequest\x12/\n\x06\x66ilter\x18\x01 \x01(\x0b\x32\x1f.defectflow.v1.InspectionFilter\x12\x0e\n\x06\x63ursor\x18\x02 \x01(\t\"[\n\x18WatchInspectionsResponse\x12/\n\x06record\x18\x01 \x01(\x0b\x32\x1f.defectflow.v1.InspectionRecord\x12\x0e\n\x06\x63ursor\x18\x02 \x01(\t\"#\n\x0fGetImageRequest\x12\x10\n\x08\x66rame_id\x18\x01 \x01(\t\"M\n\rImageResponse\x12\x10\n\x08\x66rame_id\x18\x01 \x01(\t\x12\x0b\n\x03png\x18\x02 \x01(\x0c\x12\r\n\x05width\x18\x03 \x01(\r\x12\x0e\n\x06height\x18\x04 \x01(\r\"\x15\n\x13RunRetentionRequest\"G\n\x14RunRetentionResponse\x12\x17\n\x0frecords_deleted\x18\x01 \x01(\x04\x12\x16\n\x0eimages_deleted\x18\x02 \x01(\x04*d\n\nTimeBucket\x12\x14\n\x10TIME_BUCKET_NONE\x10\x00\x12\x14\n\x10TIME_BUCKET_HOUR\x10\x01\x12\x15\n\x11TIME_BUCKET_SHIFT\x10\x02\x12\x13\n\x0fTIME_BUCKET_DAY\x10\x03\x32\xcc\x05\n\x0fInspectionQuery\x12U\n\rGetInspection\x12#.defectflow.v1.GetInspectionRequest\x1a\x1f.defectflow.v1.InspectionRecord\x12N\n\tGetByPart\x12\x1f.defectflow.v1.GetByPartRequest\x1a .defectflow.v1.GetByPartResponse\x12`\n\x0fListInspections\x12%.defectflow.v1.ListInspectionsRequest\x1a&.defectflow.v1.ListInspectionsResponse\x12Z\n\rGetStatistics\x12#.defectflow.v1.GetStatisticsRequest\x1a$.defectflow.v1.GetStatisticsResponse\x12\x65\n\x10WatchInspections\x12&.defectflow.v1.WatchInspectionsRequest\x1a\'.defectflow.v1.WatchInspectionsResponse0\x01\x12H\n\x08GetImage\x12\x1e.defectflow.v1.GetImageRequest\x1a\x1c.defectflow.v1.ImageResponse\x12J\n\nGetOverlay\x12\x1e.defectflow.v1.GetImageRequest\x1a\x1c.defectflow.v1.ImageResponse\x12W\n\x0cRunRetention\x12\".defectflow.v1.RunRetentionRequest\x1a#.defectflow.v1.RunRetentionResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'defectflow.v1.query_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_INSPECTIONRECORD']._serialized_start=77
-  _globals['_INSPECTIONRECORD']._serialized_end=166
-  _globals['_GETINSPECTIONREQUEST']._serialized_start=168
-  _globals['_GETINSPECTIONREQUEST']._serialized_end=208
-  _globals['_INSPECTIONFILTER']._serialized_start=211
-  _globals['_INSPECTIONFILTER']._serialized_end=417
-  _globals['_LISTINSPECTIONSREQUEST']._serialized_start=419
-  _globals['_LISTINSPECTIONSREQUEST']._serialized_end=531
-  _globals['_LISTINSPECTIONSRESPONSE']._serialized_start=533
-  _globals['_LISTINSPECTIONSRESPONSE']._serialized_end=633
-  _globals['_INSPECTIONQUERY']._serialized_start=636
-  _globals['_INSPECTIONQUERY']._serialized_end=838
+  _globals['_INSPECTIONFILTER_MODELVERSIONSENTRY']._loaded_options = None
+  _globals['_INSPECTIONFILTER_MODELVERSIONSENTRY']._serialized_options = b'8\001'
+  _globals['_TIMEBUCKET']._serialized_start=2053
+  _globals['_TIMEBUCKET']._serialized_end=2153
+  _globals['_INSPECTIONRECORD']._serialized_start=78
+  _globals['_INSPECTIONRECORD']._serialized_end=208
+  _globals['_GETINSPECTIONREQUEST']._serialized_start=210
+  _globals['_GETINSPECTIONREQUEST']._serialized_end=250
+  _globals['_GETBYPARTREQUEST']._serialized_start=252
+  _globals['_GETBYPARTREQUEST']._serialized_end=287
+  _globals['_GETBYPARTRESPONSE']._serialized_start=289
+  _globals['_GETBYPARTRESPONSE']._serialized_end=358
+  _globals['_INSPECTIONFILTER']._serialized_start=361
+  _globals['_INSPECTIONFILTER']._serialized_end=745
+  _globals['_INSPECTIONFILTER_MODELVERSIONSENTRY']._serialized_start=693
+  _globals['_INSPECTIONFILTER_MODELVERSIONSENTRY']._serialized_end=745
+  _globals['_LISTINSPECTIONSREQUEST']._serialized_start=747
+  _globals['_LISTINSPECTIONSREQUEST']._serialized_end=859
+  _globals['_LISTINSPECTIONSRESPONSE']._serialized_start=861
+  _globals['_LISTINSPECTIONSRESPONSE']._serialized_end=984
+  _globals['_GETSTATISTICSREQUEST']._serialized_start=987
+  _globals['_GETSTATISTICSREQUEST']._serialized_end=1159
+  _globals['_DEFECTCLASSCOUNT']._serialized_start=1161
+  _globals['_DEFECTCLASSCOUNT']._serialized_end=1239
+  _globals['_STATISTICSGROUP']._serialized_start=1242
+  _globals['_STATISTICSGROUP']._serialized_end=1534
+  _globals['_GETSTATISTICSRESPONSE']._serialized_start=1536
+  _globals['_GETSTATISTICSRESPONSE']._serialized_end=1654
+  _globals['_WATCHINSPECTIONSREQUEST']._serialized_start=1656
+  _globals['_WATCHINSPECTIONSREQUEST']._serialized_end=1746
+  _globals['_WATCHINSPECTIONSRESPONSE']._serialized_start=1748
+  _globals['_WATCHINSPECTIONSRESPONSE']._serialized_end=1839
+  _globals['_GETIMAGEREQUEST']._serialized_start=1841
+  _globals['_GETIMAGEREQUEST']._serialized_end=1876
+  _globals['_IMAGERESPONSE']._serialized_start=1878
+  _globals['_IMAGERESPONSE']._serialized_end=1955
+  _globals['_RUNRETENTIONREQUEST']._serialized_start=1957
+  _globals['_RUNRETENTIONREQUEST']._serialized_end=1978
+  _globals['_RUNRETENTIONRESPONSE']._serialized_start=1980
+  _globals['_RUNRETENTIONRESPONSE']._serialized_end=2051
+  _globals['_INSPECTIONQUERY']._serialized_start=2156
+  _globals['_INSPECTIONQUERY']._serialized_end=2872
 # @@protoc_insertion_point(module_scope)

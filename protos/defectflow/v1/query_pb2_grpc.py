@@ -27,6 +27,15 @@ if _version_not_supported:
 
 class InspectionQueryStub:
     """The MES query API over the results store.
+
+    Auth: every call except gRPC health checking and reflection carries
+    `authorization: Bearer <token>` metadata when the store has tokens configured.
+    Role `read` may call every method except RunRetention, which needs `admin`.
+
+    Order and cursors: records are returned in store order (the order in which their
+    write transactions became visible), oldest first. A cursor is an opaque position
+    in that order; it is independent of the filter, never skips a record that commits
+    later, and can be handed from ListInspections to WatchInspections.
     """
 
     def __init__(self, channel):
@@ -40,15 +49,54 @@ class InspectionQueryStub:
                 request_serializer=defectflow_dot_v1_dot_query__pb2.GetInspectionRequest.SerializeToString,
                 response_deserializer=defectflow_dot_v1_dot_query__pb2.InspectionRecord.FromString,
                 _registered_method=True)
+        self.GetByPart = channel.unary_unary(
+                '/defectflow.v1.InspectionQuery/GetByPart',
+                request_serializer=defectflow_dot_v1_dot_query__pb2.GetByPartRequest.SerializeToString,
+                response_deserializer=defectflow_dot_v1_dot_query__pb2.GetByPartResponse.FromString,
+                _registered_method=True)
         self.ListInspections = channel.unary_unary(
                 '/defectflow.v1.InspectionQuery/ListInspections',
                 request_serializer=defectflow_dot_v1_dot_query__pb2.ListInspectionsRequest.SerializeToString,
                 response_deserializer=defectflow_dot_v1_dot_query__pb2.ListInspectionsResponse.FromString,
                 _registered_method=True)
+        self.GetStatistics = channel.unary_unary(
+                '/defectflow.v1.InspectionQuery/GetStatistics',
+                request_serializer=defectflow_dot_v1_dot_query__pb2.GetStatisticsRequest.SerializeToString,
+                response_deserializer=defectflow_dot_v1_dot_query__pb2.GetStatisticsResponse.FromString,
+                _registered_method=True)
+        self.WatchInspections = channel.unary_stream(
+                '/defectflow.v1.InspectionQuery/WatchInspections',
+                request_serializer=defectflow_dot_v1_dot_query__pb2.WatchInspectionsRequest.SerializeToString,
+                response_deserializer=defectflow_dot_v1_dot_query__pb2.WatchInspectionsResponse.FromString,
+                _registered_method=True)
+        self.GetImage = channel.unary_unary(
+                '/defectflow.v1.InspectionQuery/GetImage',
+                request_serializer=defectflow_dot_v1_dot_query__pb2.GetImageRequest.SerializeToString,
+                response_deserializer=defectflow_dot_v1_dot_query__pb2.ImageResponse.FromString,
+                _registered_method=True)
+        self.GetOverlay = channel.unary_unary(
+                '/defectflow.v1.InspectionQuery/GetOverlay',
+                request_serializer=defectflow_dot_v1_dot_query__pb2.GetImageRequest.SerializeToString,
+                response_deserializer=defectflow_dot_v1_dot_query__pb2.ImageResponse.FromString,
+                _registered_method=True)
+        self.RunRetention = channel.unary_unary(
+                '/defectflow.v1.InspectionQuery/RunRetention',
+                request_serializer=defectflow_dot_v1_dot_query__pb2.RunRetentionRequest.SerializeToString,
+                response_deserializer=defectflow_dot_v1_dot_query__pb2.RunRetentionResponse.FromString,
+                _registered_method=True)
 
 
 class InspectionQueryServicer:
     """The MES query API over the results store.
+
+    Auth: every call except gRPC health checking and reflection carries
+    `authorization: Bearer <token>` metadata when the store has tokens configured.
+    Role `read` may call every method except RunRetention, which needs `admin`.
+
+    Order and cursors: records are returned in store order (the order in which their
+    write transactions became visible), oldest first. A cursor is an opaque position
+    in that order; it is independent of the filter, never skips a record that commits
+    later, and can be handed from ListInspections to WatchInspections.
     """
 
     def GetInspection(self, request, context):
@@ -57,8 +105,48 @@ class InspectionQueryServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetByPart(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def ListInspections(self, request, context):
         """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetStatistics(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def WatchInspections(self, request, context):
+        """New records matching the filter, as they are stored; resumable from a cursor.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetImage(self, request, context):
+        """The frame as PNG (from the blob store or the record's inline image).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetOverlay(self, request, context):
+        """The frame as PNG with defect boxes, contours and labels drawn on it.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RunRetention(self, request, context):
+        """Apply the retention policy now (role admin); the store also runs it periodically.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
@@ -71,10 +159,40 @@ def add_InspectionQueryServicer_to_server(servicer, server):
                     request_deserializer=defectflow_dot_v1_dot_query__pb2.GetInspectionRequest.FromString,
                     response_serializer=defectflow_dot_v1_dot_query__pb2.InspectionRecord.SerializeToString,
             ),
+            'GetByPart': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetByPart,
+                    request_deserializer=defectflow_dot_v1_dot_query__pb2.GetByPartRequest.FromString,
+                    response_serializer=defectflow_dot_v1_dot_query__pb2.GetByPartResponse.SerializeToString,
+            ),
             'ListInspections': grpc.unary_unary_rpc_method_handler(
                     servicer.ListInspections,
                     request_deserializer=defectflow_dot_v1_dot_query__pb2.ListInspectionsRequest.FromString,
                     response_serializer=defectflow_dot_v1_dot_query__pb2.ListInspectionsResponse.SerializeToString,
+            ),
+            'GetStatistics': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetStatistics,
+                    request_deserializer=defectflow_dot_v1_dot_query__pb2.GetStatisticsRequest.FromString,
+                    response_serializer=defectflow_dot_v1_dot_query__pb2.GetStatisticsResponse.SerializeToString,
+            ),
+            'WatchInspections': grpc.unary_stream_rpc_method_handler(
+                    servicer.WatchInspections,
+                    request_deserializer=defectflow_dot_v1_dot_query__pb2.WatchInspectionsRequest.FromString,
+                    response_serializer=defectflow_dot_v1_dot_query__pb2.WatchInspectionsResponse.SerializeToString,
+            ),
+            'GetImage': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetImage,
+                    request_deserializer=defectflow_dot_v1_dot_query__pb2.GetImageRequest.FromString,
+                    response_serializer=defectflow_dot_v1_dot_query__pb2.ImageResponse.SerializeToString,
+            ),
+            'GetOverlay': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetOverlay,
+                    request_deserializer=defectflow_dot_v1_dot_query__pb2.GetImageRequest.FromString,
+                    response_serializer=defectflow_dot_v1_dot_query__pb2.ImageResponse.SerializeToString,
+            ),
+            'RunRetention': grpc.unary_unary_rpc_method_handler(
+                    servicer.RunRetention,
+                    request_deserializer=defectflow_dot_v1_dot_query__pb2.RunRetentionRequest.FromString,
+                    response_serializer=defectflow_dot_v1_dot_query__pb2.RunRetentionResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -86,6 +204,15 @@ def add_InspectionQueryServicer_to_server(servicer, server):
  # This class is part of an EXPERIMENTAL API.
 class InspectionQuery:
     """The MES query API over the results store.
+
+    Auth: every call except gRPC health checking and reflection carries
+    `authorization: Bearer <token>` metadata when the store has tokens configured.
+    Role `read` may call every method except RunRetention, which needs `admin`.
+
+    Order and cursors: records are returned in store order (the order in which their
+    write transactions became visible), oldest first. A cursor is an opaque position
+    in that order; it is independent of the filter, never skips a record that commits
+    later, and can be handed from ListInspections to WatchInspections.
     """
 
     @staticmethod
@@ -116,6 +243,33 @@ class InspectionQuery:
             _registered_method=True)
 
     @staticmethod
+    def GetByPart(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/defectflow.v1.InspectionQuery/GetByPart',
+            defectflow_dot_v1_dot_query__pb2.GetByPartRequest.SerializeToString,
+            defectflow_dot_v1_dot_query__pb2.GetByPartResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
     def ListInspections(request,
             target,
             options=(),
@@ -132,6 +286,141 @@ class InspectionQuery:
             '/defectflow.v1.InspectionQuery/ListInspections',
             defectflow_dot_v1_dot_query__pb2.ListInspectionsRequest.SerializeToString,
             defectflow_dot_v1_dot_query__pb2.ListInspectionsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetStatistics(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/defectflow.v1.InspectionQuery/GetStatistics',
+            defectflow_dot_v1_dot_query__pb2.GetStatisticsRequest.SerializeToString,
+            defectflow_dot_v1_dot_query__pb2.GetStatisticsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def WatchInspections(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/defectflow.v1.InspectionQuery/WatchInspections',
+            defectflow_dot_v1_dot_query__pb2.WatchInspectionsRequest.SerializeToString,
+            defectflow_dot_v1_dot_query__pb2.WatchInspectionsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetImage(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/defectflow.v1.InspectionQuery/GetImage',
+            defectflow_dot_v1_dot_query__pb2.GetImageRequest.SerializeToString,
+            defectflow_dot_v1_dot_query__pb2.ImageResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetOverlay(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/defectflow.v1.InspectionQuery/GetOverlay',
+            defectflow_dot_v1_dot_query__pb2.GetImageRequest.SerializeToString,
+            defectflow_dot_v1_dot_query__pb2.ImageResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RunRetention(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/defectflow.v1.InspectionQuery/RunRetention',
+            defectflow_dot_v1_dot_query__pb2.RunRetentionRequest.SerializeToString,
+            defectflow_dot_v1_dot_query__pb2.RunRetentionResponse.FromString,
             options,
             channel_credentials,
             insecure,
