@@ -10,6 +10,8 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+
 from models.anomaly import train
 from models.triton.build import anomaly_spec, build_repository
 from services.common.recipes import Recipe, load_recipe, save_recipe
@@ -25,7 +27,40 @@ class Prepared:
     recipe: Recipe
     recipe_path: Path
     onnx_path: Path
+    torch_path: Path
     repository: Path
+
+
+def model_paths(workdir: Path, recipe: Recipe) -> tuple[Path, Path, Path]:
+    """(onnx, torch state, calibrated recipe) of a recipe's model inside a working directory."""
+    model_dir = workdir / "models" / recipe.model.name / "1"
+    return (
+        model_dir / "model.onnx",
+        model_dir / "model.pt",
+        workdir / "recipes" / f"{recipe.id}.yaml",
+    )
+
+
+def fit_from_images(
+    recipe: Recipe,
+    good: list[np.ndarray],
+    val: list[np.ndarray],
+    workdir: Path,
+    progress: train.Progress | None = None,
+) -> Recipe:
+    """Fit on `good`, export ONNX, calibrate thresholds on held-out `val`; returns the
+    calibrated recipe (also written to workdir/recipes/<id>.yaml)."""
+    if not val:
+        raise ValueError("calibration needs held-out good images (none given)")
+    onnx_path, torch_path, recipe_path = model_paths(workdir, recipe)
+    log.info("fitting %s (%s) on %d good images", recipe.model.name, recipe.fit.arch, len(good))
+    model = train.fit_model(recipe, good, progress)
+    train.save_torch(model, torch_path)
+    train.export_onnx(model, recipe.tiling.model_input, onnx_path)
+    thresholds = train.calibrate_max_normal(recipe, train.OnnxRunner(onnx_path), val)
+    calibrated = recipe.model_copy(update={"thresholds": thresholds})
+    save_recipe(calibrated, recipe_path)
+    return calibrated
 
 
 def fit_recipe(
@@ -38,21 +73,20 @@ def fit_recipe(
     target: str = "cpu",
     force: bool = False,
 ) -> Prepared:
-    """Fit the anomaly model for `template` on generated good parts of `family`, export it
-    to ONNX, calibrate thresholds on held-out good parts, and build the Triton repository."""
+    """Fit `template`'s model on generated good parts of `family` (seeds disjoint from the
+    validation parts), calibrate, and build the Triton repository. Reuses earlier output
+    unless `force`."""
     recipe = load_recipe(template)
-    onnx_path = workdir / "models" / recipe.model.name / "1" / "model.onnx"
-    recipe_path = workdir / "recipes" / f"{recipe.id}.yaml"
-    repository = workdir / "repository" / target
-    if force or not onnx_path.exists() or not recipe_path.exists():
-        log.info("fitting %s on %d good %s parts", recipe.model.name, n_train, family)
-        model = train.fit_model(recipe, train.synth_images(family, range(n_train), size))
-        train.export_onnx(model, recipe.tiling.model_input, onnx_path)
-        runner = train.OnnxRunner(onnx_path)
+    onnx_path, torch_path, recipe_path = model_paths(workdir, recipe)
+    if force or not (onnx_path.exists() and torch_path.exists() and recipe_path.exists()):
+        good = train.synth_images(family, range(n_train), size)
         val = train.synth_images(family, range(10_000, 10_000 + n_val), size)
-        thresholds = train.calibrate_max_normal(recipe, runner, val)
-        save_recipe(recipe.model_copy(update={"thresholds": thresholds}), recipe_path)
+        fit_from_images(recipe, good, val, workdir)
     calibrated = load_recipe(recipe_path)
-    spec = anomaly_spec(calibrated.model.name, calibrated.tiling.model_input)
-    build_repository([(spec, onnx_path, 1)], target, repository)
-    return Prepared(calibrated, recipe_path, onnx_path, repository)
+    repository = build_for(calibrated, onnx_path, workdir / "repository" / target, target)
+    return Prepared(calibrated, recipe_path, onnx_path, torch_path, repository)
+
+
+def build_for(recipe: Recipe, onnx_path: Path, out: Path, target: str) -> Path:
+    spec = anomaly_spec(recipe.model.name, recipe.tiling.model_input)
+    return build_repository([(spec, onnx_path, 1)], target, out)

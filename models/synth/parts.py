@@ -14,7 +14,9 @@ import cv2
 import numpy as np
 
 FAMILIES = ("brushed_metal", "woven_fabric", "printed_pattern")
-DEFECT_TYPES = ("scratch", "spot", "hole", "contamination", "stain", "crack")
+DEFECT_TYPES = ("scratch", "spot", "hole", "contamination", "stain", "crack", "missing_feature")
+SEVERITIES = ("obvious", "subtle")
+PRINT_PITCH = 48  # printed_pattern: dot grid pitch in px (before shift/rotation)
 
 
 @dataclass(frozen=True)
@@ -48,7 +50,12 @@ def _texture(family: str, rng: np.random.Generator, h: int, w: int) -> np.ndarra
         tex += cv2.GaussianBlur(noise, (0, 0), 1.0) * 5.0
     else:
         raise ValueError(f"unknown part family {family!r}; known: {', '.join(FAMILIES)}")
-    # small shift: crop the oversized texture at a random offset
+    # placement: a small rotation (+-2 deg) and shift (+-8 px) of the oversized texture
+    angle = float(rng.uniform(-2.0, 2.0))
+    rot = cv2.getRotationMatrix2D(((w + 64) / 2, (h + 64) / 2), angle, 1.0)
+    tex = cv2.warpAffine(
+        tex, rot, (w + 64, h + 64), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT
+    )
     dx, dy = rng.integers(0, 17, 2)
     return tex[32 + dy - 8 : 32 + dy - 8 + h, 32 + dx - 8 : 32 + dx - 8 + w]
 
@@ -64,6 +71,9 @@ def _nuisance(img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     vignette = 1.0 - 0.12 * r2
     gain = rng.uniform(0.92, 1.08)
     out = img * gradient * vignette * gain
+    focus = float(rng.uniform(0.0, 0.8))  # slight, varying defocus
+    if focus > 0.3:
+        out = cv2.GaussianBlur(out, (0, 0), focus)
     return out + rng.normal(0.0, 2.0, img.shape).astype(np.float32)
 
 
@@ -100,6 +110,11 @@ def _defect(kind: str, severity: str, rng: np.random.Generator, h: int, w: int):
         if kind == "hole":
             sign = -1.0
         amp = {"spot": 60.0, "hole": 110.0, "contamination": 80.0}[kind] * (1.0 if strong else 0.45)
+    elif kind == "missing_feature":
+        # a feature of the part is absent: the local structure is replaced by its mean
+        radius = int(rng.integers(12, 20)) if strong else int(rng.integers(8, 12))
+        cv2.circle(mask, (cx, cy), radius, 255, -1)
+        return None, mask
     elif kind == "stain":
         axes = (int(rng.integers(18, 40)), int(rng.integers(12, 30)))
         cv2.ellipse(mask, (cx, cy), axes, float(rng.uniform(0, 180)), 0, 360, 255, -1)
@@ -111,6 +126,17 @@ def _defect(kind: str, severity: str, rng: np.random.Generator, h: int, w: int):
     )
     delta = sign * amp * soft
     return delta, mask
+
+
+def _nearest_dot(img: np.ndarray, near: np.ndarray) -> np.ndarray:
+    """Mask (dilated by 3 px) of the printed dot closest to the centre of `near`."""
+    ys, xs = np.nonzero(near)
+    cy, cx = ys.mean(), xs.mean()
+    n, labels, stats, cents = cv2.connectedComponentsWithStats((img < 125).astype(np.uint8))
+    dots = [i for i in range(1, n) if stats[i, cv2.CC_STAT_AREA] > 100]
+    best = min(dots, key=lambda i: (cents[i, 0] - cx) ** 2 + (cents[i, 1] - cy) ** 2)
+    mask = (labels == best).astype(np.uint8) * 255
+    return cv2.dilate(mask, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (7, 7)))
 
 
 def render_part(
@@ -128,7 +154,15 @@ def render_part(
     box = None
     if defect_type is not None:
         delta, mask = _defect(defect_type, severity, rng, h, w)
-        img = img + delta
+        if delta is None:  # missing feature: flatten the structure under the mask
+            flat = cv2.GaussianBlur(img, (0, 0), 25.0)
+            if family == "printed_pattern":  # a printed dot is absent
+                mask = _nearest_dot(img, mask)
+                flat = np.full_like(img, float(np.percentile(img, 90)))
+            soft = cv2.GaussianBlur(mask.astype(np.float32) / 255.0, (0, 0), 1.5)
+            img = img * (1.0 - soft) + flat * soft
+        else:
+            img = img + delta
         ys, xs = np.nonzero(mask)
         box = (int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1)
     img = _nuisance(img, rng)

@@ -51,6 +51,15 @@ class ModelRef(BaseModel):
     version: str = ""  # empty: the version Triton serves as latest
 
 
+class Fit(BaseModel):
+    """How `defectflow fit` builds the anomaly model from good parts."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    arch: str = Field("patchcore_lite0", pattern="^(patchcore_lite0|local_stats)$")
+    bank_size: int = Field(2048, gt=0, description="PatchCore memory bank (coreset) size")
+    seed: int = 0
+
+
 class Thresholds(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
     pixel: float = Field(description="anomaly-map value above which a pixel is defective")
@@ -70,6 +79,7 @@ class Recipe(BaseModel):
     max_image_pixels: int = Field(64_000_000, gt=0)
     tiling: Tiling
     model: ModelRef
+    fit: Fit = Fit()
     thresholds: Thresholds
     defect_class: str = "anomaly"
     frame_timeout_s: float = Field(30.0, gt=0, description="wait this long for a frame's tiles")

@@ -11,7 +11,9 @@ from services.inference.adapters.triton import TritonModels
 
 pytestmark = pytest.mark.integration
 
-TOL = 0.05  # anomaly-map units (Mahalanobis distance); float16 output limits agreement
+# anomaly-map units (PatchCore feature distance, good parts score ~20, defects 25-80);
+# the float16 output map has a resolution of 1/64 at 32..64, so 0.05 is ~3 float16 steps
+TOL = 0.05
 
 
 def test_torch_onnxruntime_and_triton_agree(prepared, triton):
@@ -20,7 +22,7 @@ def test_torch_onnxruntime_and_triton_agree(prepared, triton):
     _, tiles = train.recipe_tiles(image, recipe)
     tiles = tiles[:16]
     ort_maps, ort_scores = train.OnnxRunner(prepared.onnx_path)(tiles)
-    model = train.fit_model(recipe, train.synth_images("brushed_metal", range(20), (512, 512)))
+    model = train.load_torch(prepared.torch_path)
     with torch.no_grad():
         t_maps, t_scores = model(torch.as_tensor(tiles))
     models = TritonModels(triton.grpc_url, max_in_flight=4, timeout_s=30, retries=0)
