@@ -2,24 +2,23 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import signal
 import threading
 import time
 from pathlib import Path
 
-import grpc
 import sqlalchemy as sa
 import typer
-from defectflow.v1 import inspections_pb2, query_pb2, query_pb2_grpc
-from google.protobuf.json_format import MessageToDict
+
+from services.cli.db import app as db_app
+from services.cli.dlq import app as dlq_app
+from services.cli.query import app as query_app
 
 app = typer.Typer(help="defectflow: streaming visual defect inspection.", no_args_is_help=True)
-query_app = typer.Typer(help="Query stored inspections over the gRPC API (as an MES would).")
 app.add_typer(query_app, name="query")
-
-VERDICTS = {"ok": 1, "ng": 2, "review": 3}
+app.add_typer(db_app, name="db")
+app.add_typer(dlq_app, name="dlq")
 
 
 @app.command()
@@ -79,47 +78,6 @@ def up(
     finally:
         typer.echo("stopping ...")
         stack.stop()
-
-
-def _stub(target: str) -> query_pb2_grpc.InspectionQueryStub:
-    return query_pb2_grpc.InspectionQueryStub(grpc.insecure_channel(target))
-
-
-@query_app.command("list")
-def query_list(
-    target: str = typer.Option("127.0.0.1:50051", help="host:port of the query API"),
-    line: list[str] = typer.Option([], help="filter: line (repeatable)"),
-    verdict: list[str] = typer.Option([], help="filter: ok / ng / review"),
-    limit: int = typer.Option(20, help="rows to print"),
-) -> None:
-    """List stored inspections, newest last, following page tokens."""
-    flt = query_pb2.InspectionFilter(lines=line, verdicts=[VERDICTS[v.lower()] for v in verdict])
-    token, shown = "", 0
-    while shown < limit:
-        resp = _stub(target).ListInspections(
-            query_pb2.ListInspectionsRequest(
-                filter=flt, page_size=min(100, limit - shown), page_token=token
-            ),
-            timeout=10,
-        )
-        for rec in resp.records:
-            i = rec.inspection
-            typer.echo(
-                f"{i.context.frame_id}  {i.context.source.line:8s} {i.context.source.camera:10s} "
-                f"{inspections_pb2.Verdict.Name(i.verdict).removeprefix('VERDICT_'):6s} "
-                f"score {i.score:7.2f}  defects {len(i.defects)}"
-            )
-            shown += 1
-        token = resp.next_page_token
-        if not token:
-            break
-
-
-@query_app.command("get")
-def query_get(frame_id: str, target: str = typer.Option("127.0.0.1:50051")) -> None:
-    """One inspection with its defects, as JSON."""
-    rec = _stub(target).GetInspection(query_pb2.GetInspectionRequest(frame_id=frame_id), timeout=10)
-    typer.echo(json.dumps(MessageToDict(rec), indent=2))
 
 
 @app.command()

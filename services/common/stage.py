@@ -4,13 +4,24 @@ Delivery: at least once. A record's offset is committed only after every
 output it caused was acknowledged by the broker (acks=all) and the handler
 declared it done; a stateful handler (postprocess waiting for a frame's tiles)
 keeps records pending, and the committed offset never passes the oldest
-pending one. Bad input goes to the dead-letter topic; a Transient error rewinds
-the partitions of the batch and retries after a backoff, so nothing is lost.
+pending one. Bad input goes to the dead-letter topic; a Transient error (a
+dependency down, the broker not acknowledging) rewinds every partition to its
+last safe point, drops the handler's state for them and retries after a
+backoff, so nothing is lost. A record whose handling raises anything else is
+isolated and dead-lettered as "processing_error", so one poison message cannot
+crash-loop a service.
+
+Shutdown (SIGTERM from Kubernetes): stop polling, let the batch in hand finish,
+commit what is done, leave the group; work not done is not committed and is
+redone by the next owner. If the batch in hand does not finish within
+`shutdown_timeout_s` (a stalled dependency), the process exits without
+committing it. A second signal exits at once.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import threading
 import time
@@ -22,12 +33,16 @@ from defectflow.v1 import deadletter_pb2
 from kafka import KafkaConsumer, KafkaProducer, OffsetAndMetadata, TopicPartition
 from kafka.consumer.fetcher import ConsumerRecord
 from kafka.consumer.subscription_state import ConsumerRebalanceListener
+from kafka.errors import KafkaError
 
 from services.common import metrics, topics
 from services.common.config import StageSettings
 from services.common.errors import BadInput, Transient
 
 log = logging.getLogger("defectflow.stage")
+
+SHUTDOWN_TIMEOUT_S = 20.0  # within Kubernetes' default terminationGracePeriodSeconds (30 s)
+EXIT_SHUTDOWN_TIMEOUT = 75  # exit code when the in-hand batch was abandoned at shutdown
 
 
 @dataclass(frozen=True)
@@ -108,7 +123,7 @@ class OffsetTracker:
         return points
 
     def forget(self, partitions: Iterable[TopicPartition]) -> None:
-        for tp in partitions:
+        for tp in list(partitions):
             self.pending.pop(tp, None)
             self.next_offset.pop(tp, None)
 
@@ -142,6 +157,7 @@ class StageRunner:
         self.settings = settings
         self.group_id = group_id or topics.GROUPS[input_topic]
         self.stopping = threading.Event()
+        self._watchdog: threading.Timer | None = None
         self.tracker = OffsetTracker()
         self.committed: dict[TopicPartition, int] = {}
         self.producer = make_producer(settings.kafka_bootstrap)
@@ -159,7 +175,22 @@ class StageRunner:
         self.consumer.subscribe([input_topic], listener=_Rebalance(self))
 
     def stop(self, *_: object) -> None:
+        if self.stopping.is_set():
+            log.warning("second stop signal: exiting now, unfinished input is not committed")
+            os._exit(EXIT_SHUTDOWN_TIMEOUT)
         self.stopping.set()
+        timeout = float(getattr(self.settings, "shutdown_timeout_s", SHUTDOWN_TIMEOUT_S))
+        self._watchdog = threading.Timer(timeout, self._abandon, args=(timeout,))
+        self._watchdog.daemon = True
+        self._watchdog.start()
+
+    def _abandon(self, timeout: float) -> None:
+        # the batch in hand is stuck (e.g. Triton stalled): its input was never committed,
+        # so exiting here loses nothing; the next owner of the partitions redoes it
+        log.warning(
+            "shutdown took over %.0f s: exiting without committing the batch in hand", timeout
+        )
+        os._exit(EXIT_SHUTDOWN_TIMEOUT)
 
     def install_signal_handlers(self) -> None:
         signal.signal(signal.SIGTERM, self.stop)
@@ -169,7 +200,13 @@ class StageRunner:
         backoff = 0.5
         try:
             while not self.stopping.is_set():
-                batch = self.consumer.poll(timeout_ms=self.settings.poll_timeout_ms)
+                try:
+                    batch = self.consumer.poll(timeout_ms=self.settings.poll_timeout_ms)
+                except KafkaError as exc:  # broker gone: kafka-python reconnects on next poll
+                    log.warning("poll failed, retrying: %s", exc)
+                    self.stopping.wait(backoff)
+                    backoff = min(backoff * 2, 10.0)
+                    continue
                 records = [r for tp in sorted(batch, key=lambda t: t.partition) for r in batch[tp]]
                 try:
                     self._process(records)
@@ -189,7 +226,7 @@ class StageRunner:
         if records:
             metrics.MESSAGES_IN.labels(self.service).inc(len(records))
             self.tracker.seen(records)
-            part = self.handler.handle(records)
+            part = self._handle(records)
             handled.outputs += part.outputs
             handled.done += part.done
         part = self.handler.tick()
@@ -203,14 +240,34 @@ class StageRunner:
         if records:
             metrics.STAGE_SECONDS.labels(self.service).observe(time.perf_counter() - start)
 
+    def _handle(self, records: Sequence[ConsumerRecord]) -> Handled:
+        """handler.handle, with a record that raises an unexpected error isolated and
+        dead-lettered instead of crash-looping the service."""
+        try:
+            return self.handler.handle(records)
+        except (Transient, KeyboardInterrupt, SystemExit):
+            raise
+        except Exception as exc:  # noqa: BLE001 - a bug or an input no check foresaw
+            if len(records) > 1:
+                log.warning("batch of %d failed (%r): handling one by one", len(records), exc)
+                out = Handled()
+                for r in records:
+                    part = self._handle([r])
+                    out.outputs += part.outputs
+                    out.done += part.done
+                return out
+            log.exception("record failed with an unexpected error: dead letter")
+            err = BadInput("processing_error", f"{type(exc).__name__}: {exc}")
+            return Handled(outputs=[dead_letter(self.service, records[0], err)], done=list(records))
+
     def _publish(self, outputs: list[Output]) -> None:
-        futures = [self.producer.send(o.topic, key=o.key, value=o.value) for o in outputs]
-        self.producer.flush(timeout=30)
-        for fut in futures:
-            try:
+        try:
+            futures = [self.producer.send(o.topic, key=o.key, value=o.value) for o in outputs]
+            self.producer.flush(timeout=30)
+            for fut in futures:
                 fut.get(timeout=30)
-            except Exception as exc:  # noqa: BLE001 - any send failure means "not acknowledged"
-                raise Transient(f"broker did not acknowledge an output: {exc!r}") from exc
+        except Exception as exc:  # noqa: BLE001 - any send failure means "not acknowledged"
+            raise Transient(f"broker did not acknowledge an output: {exc!r}") from exc
         for o in outputs:
             if o.topic != topics.DEADLETTER:
                 metrics.MESSAGES_OUT.labels(self.service, o.topic).inc()
@@ -223,17 +280,28 @@ class StageRunner:
         }
         if not points:
             return
-        self.consumer.commit({tp: OffsetAndMetadata(off, "", -1) for tp, off in points.items()})
+        try:
+            self.consumer.commit({tp: OffsetAndMetadata(off, "", -1) for tp, off in points.items()})
+        except KafkaError as exc:  # the outputs are out; a later commit covers these points
+            log.warning("offset commit failed, will retry with the next commit: %s", exc)
+            return
         self.committed.update(points)
 
     def _rewind(self, records: list[ConsumerRecord]) -> None:
-        first: dict[TopicPartition, int] = {}
-        for r in records:
-            tp = TopicPartition(r.topic, r.partition)
-            first[tp] = min(first.get(tp, r.offset), r.offset)
-        self.tracker.forget(first)
-        for tp, off in first.items():
-            self.consumer.seek(tp, off)
+        """Back to the last safe point of every partition we hold work for.
+
+        Not just this batch: a stateful handler may have finished (and lost the outputs
+        of) records from earlier batches, so its state for those partitions is dropped
+        and every record from the oldest pending one on is read again.
+        """
+        self.tracker.seen(records)
+        points = self.tracker.commit_points()
+        assigned = self.consumer.assignment()
+        self.handler.revoke(list(points))
+        self.tracker.forget(list(points))
+        for tp, off in points.items():
+            if tp in assigned:
+                self.consumer.seek(tp, off)
 
     def on_revoked(self, partitions: list[TopicPartition]) -> None:
         try:
@@ -246,13 +314,20 @@ class StageRunner:
             self.committed.pop(tp, None)
 
     def close(self) -> None:
+        """Commit what is done (never what is pending), leave the group, close."""
         try:
             self.producer.flush(timeout=10)
             self._commit()
         except Exception as exc:  # noqa: BLE001 - uncommitted input is redone by the next owner
             log.warning("final commit failed, input will be redone: %s", exc)
-        self.consumer.close(autocommit=False)
-        self.producer.close(timeout=5)
+        pending = sum(len(p) for p in self.tracker.pending.values())
+        log.info("stopped; %d records not done, left uncommitted for the next owner", pending)
+        try:
+            self.consumer.close(autocommit=False)
+        finally:
+            self.producer.close(timeout=5)
+            if self._watchdog is not None:
+                self._watchdog.cancel()
 
 
 class _Rebalance(ConsumerRebalanceListener):

@@ -25,4 +25,5 @@ class IngestSettings(StageSettings):
     seed: int = 0
     inline_max_bytes: int = 64 * 1024  # larger images go to the blob store (claim check)
     max_lag_frames: int = 2  # drop policy: skip capture ticks when further behind
-    ground_truth_path: Path | None = None
+    ground_truth_path: Path | None = None  # accepted log: one JSON line per accepted frame
+    spool_dir: Path | None = Path("var/ingest-spool")  # write-ahead spool, one per replica

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import collections
 import signal
 import socket
 import threading
@@ -24,6 +25,7 @@ from services.ingest.adapters.cameras import (
     SyntheticCamera,
     VideoCamera,
 )
+from services.ingest.adapters.spool import Spool, Spooled
 from services.ingest.config import IngestSettings
 from services.ingest.logic import Pacer, new_frame_id
 
@@ -35,6 +37,13 @@ FRAMES_DROPPED = Counter(
 FRAMES_ACCEPTED = Counter(
     "defectflow_frames_accepted_total", "Frames acknowledged by the broker", ["line", "camera"]
 )
+FRAMES_UNACKED = Counter(
+    "defectflow_frames_unacknowledged_total", "Frame sends the broker did not acknowledge (retried)"
+)
+FRAMES_RESENT = Counter(
+    "defectflow_frames_resent_total", "Spooled frames resent after an ingest restart"
+)
+Counter_ = collections.Counter
 
 
 def build_cameras(s: IngestSettings) -> list[Camera]:
@@ -102,6 +111,61 @@ def frame_message(
     return msg
 
 
+class Sender:
+    """Sends spooled frames and marks them accepted once the broker acknowledged them."""
+
+    def __init__(self, producer, spool: Spool, truth: GroundTruthLog, log) -> None:  # type: ignore[no-untyped-def]
+        self.producer, self.spool, self.truth, self.log = producer, spool, truth, log
+        self.unacked: list[Spooled] = []  # captured, not yet acknowledged: retried first
+        self.accepted = 0
+
+    def send(self, items: list[Spooled]) -> bool:
+        """True when all were acknowledged; otherwise they stay spooled for a retry."""
+        try:
+            futures = [self.producer.send(topics.FRAMES, key=i.key, value=i.value) for i in items]
+            self.producer.flush(timeout=30)
+            for fut in futures:
+                fut.get(timeout=30)  # an unacknowledged frame is retried, never silently lost
+        except Exception as exc:  # noqa: BLE001 - any failure means "not acknowledged"
+            self.log.warning(
+                "broker did not acknowledge %d frames, will resend: %r", len(items), exc
+            )
+            FRAMES_UNACKED.inc(len(items))
+            self.unacked = items
+            return False
+        for i in items:
+            self.truth.write(i.frame_id, _Named(i.line, i.camera), i.truth)
+            FRAMES_ACCEPTED.labels(i.line, i.camera).inc()
+        self.truth.flush()
+        for (
+            i
+        ) in items:  # after the accepted log: a crash in between never resends an accepted frame
+            self.spool.remove(i.frame_id)
+        self.accepted += len(items)
+        self.unacked = []
+        return True
+
+
+class _Named:
+    def __init__(self, line: str, name: str) -> None:
+        self.line, self.name = line, name
+
+
+def recover(spool: Spool, truth: GroundTruthLog) -> tuple[list[Spooled], Counter_]:
+    """Spooled frames to resend (not yet accepted) and how far each camera had got."""
+    entries = truth.entries()
+    accepted = {e["frame_id"] for e in entries}
+    progress: Counter_ = collections.Counter((e["line"], e["camera"]) for e in entries)
+    resend = []
+    for item in spool.pending():
+        if item.frame_id in accepted:
+            spool.remove(item.frame_id)
+        else:
+            resend.append(item)
+            progress[(item.line, item.camera)] += 1
+    return resend, progress
+
+
 def run(s: IngestSettings, stop: threading.Event) -> int:
     log = setup_logging("ingest", s.log_level)
     metrics.serve(s.metrics_port)
@@ -110,16 +174,34 @@ def run(s: IngestSettings, stop: threading.Event) -> int:
     cams = build_cameras(s)
     blobs = LocalBlobStore(s.blob_root)
     truth = GroundTruthLog(s.ground_truth_path)
+    spool = Spool(s.spool_dir)
     producer = make_producer(s.kafka_bootstrap)
+    sender = Sender(producer, spool, truth, log)
+    resend, progress = recover(spool, truth)
+    seqs = [progress[(c.line, c.name)] for c in cams]
+    for cam, n in zip(cams, seqs, strict=True):
+        if n and isinstance(cam, SyntheticCamera):
+            cam.skip(n)  # resume the camera where the last run stopped
+    if resend:
+        log.info("resending %d frames captured but not acknowledged before a restart", len(resend))
+        FRAMES_RESENT.inc(len(resend))
+        sender.unacked = resend
     start = time.monotonic()
     pacers = [Pacer(1.0 / s.fps, s.max_lag_frames, start) for _ in cams]
-    seqs = [0] * len(cams)
     active = [True] * len(cams)
-    sent = 0
     reported_drops = [0] * len(cams)
-    while not stop.is_set() and any(active):
+    backoff = 0.5
+    while not stop.is_set() and (any(active) or sender.unacked):
+        if sender.unacked:
+            # the broker must take what was captured before anything new is: capture ticks
+            # missed meanwhile are dropped by the pacers' policy and counted
+            if not sender.send(sender.unacked):
+                stop.wait(backoff)
+                backoff = min(backoff * 2, 10.0)
+                continue
+            backoff = 0.5
         now = time.monotonic()
-        pending = []
+        batch = []
         for i, cam in enumerate(cams):
             if not active[i] or not pacers[i].due(now):
                 continue
@@ -129,23 +211,18 @@ def run(s: IngestSettings, stop: threading.Event) -> int:
                 continue
             msg = frame_message(s, cam, cap.image, blobs, seqs[i], instance)
             seqs[i] += 1
-            key = topics.camera_key(cam.line, cam.station, cam.name)
-            pending.append(
-                (
-                    producer.send(topics.FRAMES, key=key, value=msg.SerializeToString()),
-                    msg,
-                    cam,
-                    cap,
-                )
+            item = Spooled(
+                msg.context.frame_id,
+                cam.line,
+                cam.name,
+                topics.camera_key(cam.line, cam.station, cam.name),
+                msg.SerializeToString(),
+                cap.truth,
             )
-        if pending:
-            producer.flush(timeout=30)
-            for fut, msg, cam, cap in pending:
-                fut.get(timeout=30)  # an unacknowledged frame is an error, not a silent loss
-                truth.write(msg.context.frame_id, cam, cap.truth)
-                FRAMES_ACCEPTED.labels(cam.line, cam.name).inc()
-                sent += 1
-            truth.flush()
+            spool.put(item)
+            batch.append(item)
+        if batch:
+            sender.send(batch)
         for i, cam in enumerate(cams):
             if pacers[i].dropped > reported_drops[i]:
                 FRAMES_DROPPED.labels(cam.line, cam.name).inc(pacers[i].dropped - reported_drops[i])
@@ -153,8 +230,13 @@ def run(s: IngestSettings, stop: threading.Event) -> int:
         wake = min((p.next_due for p, a in zip(pacers, active, strict=True) if a), default=now)
         stop.wait(max(0.0, wake - time.monotonic()))
     producer.close(timeout=10)
-    log.info("ingest done: %d frames accepted, %d dropped", sent, sum(p.dropped for p in pacers))
-    return sent
+    log.info(
+        "ingest done: %d frames accepted, %d dropped, %d left spooled",
+        sender.accepted,
+        sum(p.dropped for p in pacers),
+        len(sender.unacked),
+    )
+    return sender.accepted
 
 
 def main() -> None:

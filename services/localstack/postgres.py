@@ -64,7 +64,11 @@ class Postgres:
 def start_postgres(
     workdir: Path, port: int | None = None, timeout_s: float = 30.0, fast_unsafe: bool = True
 ) -> Postgres:
-    """initdb (once) and start a server; `fast_unsafe` turns fsync off (tests only)."""
+    """initdb (once) and start a server; `fast_unsafe` turns fsync off (tests only).
+
+    Called again with the same workdir and port it restarts the same cluster (crash
+    recovery replays the WAL), as the fault tests do after killing it.
+    """
     bindir = postgres_bindir()
     port = port or free_port()
     user = _run_as()
@@ -106,7 +110,11 @@ def start_postgres(
         f"unix_socket_directories={sockdir}",
     ]
     if fast_unsafe:
-        opts += ["-c", "fsync=off", "-c", "synchronous_commit=off", "-c", "full_page_writes=off"]
+        # fsync off survives a kill -9 of PostgreSQL (the OS still holds the writes), only an
+        # OS crash loses data. synchronous_commit stays on: off would acknowledge commits
+        # whose WAL is not even written yet, and a killed server would lose them (checked by
+        # the fault tests, which kill it while the store writes).
+        opts += ["-c", "fsync=off", "-c", "full_page_writes=off"]
     proc = ManagedProcess(
         name="postgres",
         argv=[str(bindir / "postgres"), "-D", str(datadir), *opts],

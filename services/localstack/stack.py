@@ -31,6 +31,7 @@ class LocalStack:
     prepared: Prepared | None = None
     query_port: int = 0
     services: dict[str, ManagedProcess] = field(default_factory=dict)
+    service_args: dict[str, tuple[str, dict[str, str] | None]] = field(default_factory=dict)
 
     def prepare_models(self, family: str = "brushed_metal") -> Prepared:
         if self.prepared is None:
@@ -53,6 +54,26 @@ class LocalStack:
             self.triton = start_triton(self.prepare_models().repository, self.workdir)
         return self.triton
 
+    def restart_triton(self) -> Triton:
+        """Start tritonserver again on the same ports (after a crash or kill -9)."""
+        assert self.triton is not None
+        old = self.triton
+        old.stop()
+        self.triton = start_triton(
+            self.prepare_models().repository,
+            self.workdir,
+            ports=(old.grpc_port, old.http_port, old.metrics_port),
+        )
+        return self.triton
+
+    def restart_postgres(self) -> Postgres:
+        """Start PostgreSQL again on the same port and data directory (crash recovery runs)."""
+        assert self.postgres is not None
+        old = self.postgres
+        old.stop()
+        self.postgres = start_postgres(self.workdir / "postgres", port=old.port)
+        return self.postgres
+
     def start_components(self) -> LocalStack:
         """Start whatever is not running yet; each step is also usable alone (test fixtures)."""
         self.workdir.mkdir(parents=True, exist_ok=True)
@@ -63,7 +84,7 @@ class LocalStack:
         return self
 
     def service_env(self, name: str, extra: dict[str, str] | None = None) -> dict[str, str]:
-        assert self.broker and self.postgres and self.triton
+        assert self.broker, "start_broker() first"
         p = f"DEFECTFLOW_{name.upper()}_"
         env = dict(os.environ)
         env.update(
@@ -75,8 +96,12 @@ class LocalStack:
             }
         )
         if name == "inference":
+            assert self.triton, "start_triton() first"
             env[p + "TRITON_URL"] = self.triton.grpc_url
+        if name == "ingest":
+            env[p + "SPOOL_DIR"] = str(self.workdir / "ingest-spool")
         if name == "store":
+            assert self.postgres, "start_postgres() first"
             env[p + "DATABASE_URL"] = self.postgres.url
             env[p + "GRPC_ADDRESS"] = f"127.0.0.1:{self.query_port}"
         for k, v in (extra or {}).items():
@@ -96,9 +121,17 @@ class LocalStack:
             env=self.service_env(name, extra),
         ).start()
         self.services[label] = proc
+        self.service_args[label] = (name, extra)
         if name == "store":
             proc.wait_ready(lambda: port_open(self.query_port), 60)
         return proc
+
+    def restart_service(self, label: str) -> ManagedProcess:
+        """Start a service again with the settings it had (after it crashed or was killed)."""
+        name, extra = self.service_args[label]
+        self.services[label].stop(timeout_s=15)
+        replica = int(label.rsplit("-", 1)[1]) if "-" in label else 0
+        return self.start_service(name, extra, replica)
 
     def start_pipeline(self, extra: dict[str, dict[str, str]] | None = None) -> None:
         for name in PIPELINE:

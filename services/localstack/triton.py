@@ -103,8 +103,10 @@ def start_triton(
     workdir: Path,
     timeout_s: float = 120.0,
     log_verbose: int = 0,
+    ports: tuple[int, int, int] | None = None,
 ) -> Triton:
-    grpc_port, http_port, metrics_port = free_port(), free_port(), free_port()
+    """Start tritonserver; `ports` (grpc, http, metrics) to come back where clients expect it."""
+    grpc_port, http_port, metrics_port = ports or (free_port(), free_port(), free_port())
     argv = triton_argv(
         model_repository,
         workdir,

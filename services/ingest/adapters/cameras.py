@@ -47,11 +47,20 @@ class SyntheticCamera:
         self.rng = np.random.default_rng(seed)
         self.seed = seed
 
-    def read(self) -> Capture:
+    def _draw(self) -> tuple[int, str | None]:
         part_seed = int(self.rng.integers(0, 2**31))
         defect = None
         if self.rng.random() < self.defect_rate:
             defect = self.defect_types[int(self.rng.integers(0, len(self.defect_types)))]
+        return part_seed, defect
+
+    def skip(self, n: int) -> None:
+        """Move past n parts without rendering them (ingest resuming after a restart)."""
+        for _ in range(n):
+            self._draw()
+
+    def read(self) -> Capture:
+        part_seed, defect = self._draw()
         image, gt = render_part(self.family, part_seed, self.size, defect, "obvious")
         return Capture(
             image,
@@ -98,10 +107,34 @@ class VideoCamera:
 
 
 class GroundTruthLog:
-    """Appends one JSON line per accepted frame (frame id + the part's truth)."""
+    """Appends one JSON line per accepted frame (frame id, camera, the part's truth).
+
+    It is also ingest's record of what was accepted: on restart ingest reads it to
+    skip spooled frames that were already accepted and to resume each camera's count.
+    A line torn by a crash (kill -9 mid-write) is cut off when the log is reopened.
+    """
 
     def __init__(self, path: Path | None) -> None:
-        self.file = open(path, "a") if path else None  # noqa: SIM115
+        self.path = Path(path) if path else None
+        self.file = None
+        if self.path:
+            self._cut_torn_tail(self.path)
+            self.file = open(self.path, "a")  # noqa: SIM115
+
+    @staticmethod
+    def _cut_torn_tail(path: Path) -> None:
+        if not path.exists():
+            return
+        data = path.read_bytes()
+        keep = data.rfind(b"\n") + 1
+        if keep != len(data):
+            with open(path, "r+b") as f:
+                f.truncate(keep)
+
+    def entries(self) -> list[dict]:
+        if not self.path or not self.path.exists():
+            return []
+        return [json.loads(line) for line in self.path.read_text().splitlines() if line]
 
     def write(self, frame_id: str, camera: Camera, truth: dict | None) -> None:
         if self.file:
