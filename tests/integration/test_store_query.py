@@ -570,3 +570,31 @@ def test_cursor_order_is_total_across_batches(empty_api):
         store(engine, [make(f"ord-{b}-{k}") for k in range(4)])
     listed, _, _ = list_all(stub, page_size=5)
     assert listed == [f"ord-{b}-{k}" for b, k in itertools.product(range(3), range(4))]
+
+
+def test_a_query_stops_in_the_database_when_the_call_deadline_passes(empty_api):
+    engine, _, stub = empty_api
+    store(engine, [make("locked-1")])
+    with engine.connect() as locker:
+        tx = locker.begin()
+        locker.execute(sa.text("lock table inspections in access exclusive mode"))
+        t0 = time.monotonic()
+        with pytest.raises(grpc.RpcError) as err:
+            stub.ListInspections(query_pb2.ListInspectionsRequest(), timeout=1.0)
+        assert err.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+        assert time.monotonic() - t0 < 3
+
+        def waiting() -> int:
+            with engine.connect() as conn:
+                return conn.execute(
+                    sa.text(
+                        "select count(*) from pg_stat_activity where wait_event_type = 'Lock' "
+                        "and datname = current_database()"
+                    )
+                ).scalar_one()
+
+        deadline = time.monotonic() + 3
+        while waiting() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert waiting() == 0, "the server's statement still waits after the deadline"
+        tx.rollback()

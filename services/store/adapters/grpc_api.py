@@ -154,13 +154,18 @@ def retention_policy(s: StoreSettings) -> RetentionPolicy:
     ).check()
 
 
-def _remaining(context: grpc.ServicerContext) -> float | None:
+MAX_QUERY_S = 60.0  # a statement's ceiling when the caller sets no (or a longer) deadline
+
+
+def _remaining(context: grpc.ServicerContext) -> float:
+    """Seconds a statement may run: the call's remaining deadline, at most MAX_QUERY_S
+    (without a deadline gRPC reports a practically infinite remainder)."""
     left = context.time_remaining()
     if left is None:
-        return None
+        return MAX_QUERY_S
     if left <= 0:
         raise Refused(grpc.StatusCode.DEADLINE_EXCEEDED, "deadline passed before the query ran")
-    return left
+    return min(left, MAX_QUERY_S)
 
 
 class InspectionQueryServicer(query_pb2_grpc.InspectionQueryServicer):
