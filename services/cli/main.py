@@ -12,13 +12,19 @@ import sqlalchemy as sa
 import typer
 
 from services.cli.db import app as db_app
+from services.cli.chaos import app as chaos_app
 from services.cli.dlq import app as dlq_app
+from services.cli.offline import data_app, evaluate, inspect
 from services.cli.query import app as query_app
 
 app = typer.Typer(help="defectflow: streaming visual defect inspection.", no_args_is_help=True)
 app.add_typer(query_app, name="query")
 app.add_typer(db_app, name="db")
 app.add_typer(dlq_app, name="dlq")
+app.add_typer(chaos_app, name="chaos")
+app.add_typer(data_app, name="data")
+app.command("inspect")(inspect)
+app.command("eval")(evaluate)
 
 
 @app.command()
@@ -83,19 +89,58 @@ def up(
 @app.command()
 def fit(
     recipe: Path = typer.Option(Path("models/recipes/brushed-metal.yaml"), help="recipe template"),
-    family: str = typer.Option("brushed_metal", help="synthetic part family to fit on"),
+    good: Path = typer.Option(
+        None, help="folder of good images (e.g. <family>/train/good); default: generated parts"
+    ),
+    val: Path = typer.Option(
+        None, help="held-out good images for calibration; default: every 4th image of --good"
+    ),
+    family: str = typer.Option("brushed_metal", help="generated part family when no --good"),
     workdir: Path = typer.Option(Path("var/up")),
     target: str = typer.Option("cpu", help="Triton repository target: cpu or gpu"),
 ) -> None:
-    """Fit the anomaly model on good parts, calibrate thresholds, build the Triton repository."""
-    from models.prepare import fit_recipe
+    """Fit the anomaly model on good parts only, calibrate thresholds, build the Triton
+    repository (WORKDIR/models, WORKDIR/recipes, WORKDIR/repository/TARGET)."""
+    from models.anomaly.train import synth_images
+    from models.prepare import build_for, fit_from_images, model_paths
+    from services.cli.offline import progress_bar
+    from services.common.recipes import load_recipe
+    from services.offline.inspect import images_under
 
     t0 = time.perf_counter()
-    p = fit_recipe(recipe, family, workdir, target=target, force=True)
+    template = load_recipe(recipe)
+    if good is None:
+        train_imgs = synth_images(family, range(20), (512, 512))
+        val_imgs = synth_images(family, range(10_000, 10_020), (512, 512))
+    else:
+        paths = list(images_under(good))
+        val_paths = list(images_under(val)) if val else paths[3::4]
+        train_paths = paths if val else [p for i, p in enumerate(paths) if i % 4 != 3]
+        if not train_paths or not val_paths:
+            raise typer.BadParameter(
+                f"need good images to fit and to calibrate; {good} has {len(paths)}"
+            )
+        train_imgs = [_read(p) for p in train_paths]
+        val_imgs = [_read(p) for p in val_paths]
+    with progress_bar("coreset") as update:
+        calibrated = fit_from_images(template, train_imgs, val_imgs, workdir, update)
+    onnx_path, _, recipe_path = model_paths(workdir, calibrated)
+    repository = build_for(calibrated, onnx_path, workdir / "repository" / target, target)
+    th = calibrated.thresholds
     typer.echo(
-        f"model {p.onnx_path}\nrecipe {p.recipe_path} (thresholds: {p.recipe.thresholds.method})\n"
-        f"repository {p.repository}\ndone in {time.perf_counter() - t0:.1f} s"
+        f"fitted on {len(train_imgs)} good images, calibrated on {len(val_imgs)}\n"
+        f"model {onnx_path}\nrecipe {recipe_path} (image threshold {th.image:.2f}: {th.method})\n"
+        f"repository {repository}\ndone in {time.perf_counter() - t0:.1f} s"
     )
+
+
+def _read(path: Path):
+    import cv2
+
+    img = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    if img is None:
+        raise typer.BadParameter(f"cannot read image {path}")
+    return img
 
 
 @app.command()

@@ -12,6 +12,7 @@ import cv2
 import numpy as np
 
 from services.common.domain import Decision, DefectRecord, TileRect, Verdict
+from services.common.recipes import Recipe
 
 
 def stitch(
@@ -127,3 +128,30 @@ def decide(
     return Decision(
         Verdict.OK, score, (), (f"score {score:.3f} below review band {review_low:.3f}",)
     )
+
+
+def assess(
+    recipe: Recipe,
+    frame_size: tuple[int, int],
+    tile_maps: Sequence[tuple[TileRect, np.ndarray]],
+    tiles_expected: int,
+    complete: bool = True,
+) -> tuple[Decision, np.ndarray | None]:
+    """A frame's tile maps -> (verdict, stitched anomaly map), by the recipe.
+
+    The one path from model output to verdict: the postprocess service and the offline
+    `defectflow inspect` both call it, so they cannot disagree.
+    """
+    th = recipe.thresholds
+    if tile_maps:
+        amap = stitch(frame_size, tile_maps, recipe.tiling.stitch)
+        score = float(amap.max())
+        defects = find_defects(
+            amap, th.pixel, th.min_defect_area_px, recipe.pixel_pitch_mm, recipe.defect_class
+        )
+    else:
+        amap, score, defects = None, float("nan"), []
+    decision = decide(
+        score, defects, th.image, th.review_low, complete, tiles_expected, len(tile_maps)
+    )
+    return decision, amap

@@ -1,0 +1,162 @@
+"""Offline inspection: a folder of images -> results.jsonl, with no servers.
+
+onnxruntime runs in-process; tiling, stitching, thresholds, defect records and verdicts
+are the very functions the tiling and postprocess services call, so a part inspected
+here gets the verdict the pipeline would give it.
+
+results.jsonl (public format, documented in the README): one JSON object per image
+    {"image": "<path relative to the input folder>",
+     "score": <float, higher = more defective>,
+     "verdict": "OK" | "NG" | "REVIEW",
+     "defects": [{"class": str, "score": float, "box": [x0, y0, x1, y1]}],
+     "anomaly_map": "<path relative to OUT of a float16 .npy at the image's size>"}
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from models.anomaly.train import OnnxRunner, recipe_tiles
+from services.common.domain import Decision
+from services.common.recipes import Recipe, load_recipe
+from services.postprocess.logic import assess
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
+SKIP_FOLDERS = {"ground_truth"}  # MVTec masks are not parts to inspect
+RESULTS = "results.jsonl"
+
+
+@dataclass(frozen=True)
+class Result:
+    image: str
+    decision: Decision
+    anomaly_map: np.ndarray | None
+
+    def row(self, map_rel: str | None) -> dict:
+        d = self.decision
+        return {
+            "image": self.image,
+            "score": float(d.score) if np.isfinite(d.score) else None,
+            "verdict": d.verdict.name,
+            "defects": [
+                {"class": x.defect_class, "score": float(x.score), "box": list(x.box)}
+                for x in d.defects
+            ],
+            "anomaly_map": map_rel,
+        }
+
+
+def find_model(recipe: Recipe, models_dir: Path) -> Path:
+    """<models_dir>/<model name>/<version>/model.onnx: the recipe's version, else the highest."""
+    root = Path(models_dir) / recipe.model.name
+    if recipe.model.version:
+        path = root / recipe.model.version / "model.onnx"
+    else:
+        versions = sorted((int(p.name) for p in root.glob("*") if p.name.isdigit()), reverse=True)
+        path = root / str(versions[0]) / "model.onnx" if versions else root / "1" / "model.onnx"
+    if not path.exists():
+        raise FileNotFoundError(
+            f"no model {path} for recipe {recipe.id!r}; run `defectflow fit` first "
+            f"or point --models at the folder that holds {recipe.model.name}/"
+        )
+    return path
+
+
+class Inspector:
+    def __init__(self, recipe: Recipe, onnx_path: Path, threads: int = 0) -> None:
+        self.recipe = recipe
+        self.runner = OnnxRunner(onnx_path, threads)
+
+    @classmethod
+    def from_paths(cls, recipe_path: Path, models_dir: Path) -> Inspector:
+        recipe = load_recipe(recipe_path)
+        return cls(recipe, find_model(recipe, models_dir))
+
+    def inspect(self, image: np.ndarray, name: str = "") -> Result:
+        h, w = image.shape[:2]
+        if h * w > self.recipe.max_image_pixels:
+            raise ValueError(
+                f"{name}: {w}x{h} exceeds the recipe's max_image_pixels "
+                f"{self.recipe.max_image_pixels}"
+            )
+        rects, tiles = recipe_tiles(image, self.recipe)
+        maps, _ = self.runner(tiles)
+        decision, amap = assess(
+            self.recipe, (w, h), list(zip(rects, maps, strict=True)), len(rects)
+        )
+        return Result(name, decision, amap)
+
+
+def images_under(folder: Path) -> Iterator[Path]:
+    for path in sorted(Path(folder).rglob("*")):
+        rel = path.relative_to(folder)
+        if path.suffix.lower() in IMAGE_SUFFIXES and not SKIP_FOLDERS & set(rel.parts[:-1]):
+            yield path
+
+
+def inspect_folder(
+    folder: Path,
+    inspector: Inspector,
+    out: Path,
+    progress: Callable[[int, int], None] | None = None,
+    save_maps: bool = True,
+) -> list[Result]:
+    """Inspect every image under `folder`; writes out/results.jsonl and out/maps/*.npy.
+
+    An image that cannot be read is recorded with verdict REVIEW and an `error`, never
+    skipped: the jsonl has exactly one line per image file found.
+    """
+    folder, out = Path(folder), Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    paths = list(images_under(folder))
+    if not paths:
+        raise FileNotFoundError(f"no images ({', '.join(IMAGE_SUFFIXES)}) under {folder}")
+    results = []
+    with (out / RESULTS).open("w") as f:
+        for n, path in enumerate(paths, 1):
+            rel = path.relative_to(folder).as_posix()
+            image = cv2.imread(str(path), cv2.IMREAD_COLOR)
+            if image is None:
+                row = {
+                    "image": rel,
+                    "score": None,
+                    "verdict": "REVIEW",
+                    "defects": [],
+                    "anomaly_map": None,
+                    "error": "cannot decode image",
+                }
+                f.write(json.dumps(row) + "\n")
+                continue
+            try:
+                result = inspector.inspect(image, rel)
+            except ValueError as exc:
+                row = {
+                    "image": rel,
+                    "score": None,
+                    "verdict": "REVIEW",
+                    "defects": [],
+                    "anomaly_map": None,
+                    "error": str(exc),
+                }
+                f.write(json.dumps(row) + "\n")
+                continue
+            map_rel = None
+            if save_maps and result.anomaly_map is not None:
+                map_rel = f"maps/{Path(rel).with_suffix('.npy').as_posix()}"
+                (out / map_rel).parent.mkdir(parents=True, exist_ok=True)
+                np.save(out / map_rel, result.anomaly_map.astype(np.float16))
+            f.write(json.dumps(result.row(map_rel)) + "\n")
+            results.append(result)
+            if progress:
+                progress(n, len(paths))
+    return results
+
+
+def read_results(out: Path) -> list[dict]:
+    return [json.loads(line) for line in (Path(out) / RESULTS).read_text().splitlines()]
