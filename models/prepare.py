@@ -13,13 +13,19 @@ from pathlib import Path
 import numpy as np
 
 from models.anomaly import train
-from models.triton.build import anomaly_spec, build_repository
+from models.supervised import train as sup
+from models.triton.build import ModelSpec, anomaly_spec, build_repository, defects_spec
 from services.common.recipes import Recipe, load_recipe, save_recipe
 
 log = logging.getLogger("defectflow.models")
 
 TEMPLATES = Path(__file__).resolve().parent / "recipes"
 DEFAULT_RECIPE = TEMPLATES / "brushed-metal.yaml"
+DEFECTS_MODEL = "defects"
+# what `defectflow up` and the test session train when no DefectNet exists yet: enough
+# for the serving path and parity checks in about a minute; `defectflow train` trains the
+# full model whose accuracy docs/accuracy.md reports
+QUICK_DEFECTS = sup.TrainConfig(per_type=4, good_per_family=6, epochs=12)
 
 
 @dataclass(frozen=True)
@@ -83,10 +89,39 @@ def fit_recipe(
         val = train.synth_images(family, range(10_000, 10_000 + n_val), size)
         fit_from_images(recipe, good, val, workdir)
     calibrated = load_recipe(recipe_path)
+    prepare_defects(workdir, QUICK_DEFECTS)
     repository = build_for(calibrated, onnx_path, workdir / "repository" / target, target)
     return Prepared(calibrated, recipe_path, onnx_path, torch_path, repository)
 
 
+def defects_paths(workdir: Path) -> tuple[Path, Path]:
+    d = workdir / "models" / DEFECTS_MODEL / "1"
+    return d / "model.onnx", d / "model.pt"
+
+
+def prepare_defects(
+    workdir: Path, cfg: sup.TrainConfig, force: bool = False, echo=log.info
+) -> tuple[Path, dict[str, float]]:
+    """Train DefectNet's heads (unless already there) and export them; returns the ONNX path."""
+    onnx_path, pt_path = defects_paths(workdir)
+    stats: dict[str, float] = {}
+    if force or not (onnx_path.exists() and pt_path.exists()):
+        heads, stats = sup.train_heads(cfg, echo)
+        sup.save(heads, cfg, pt_path)
+        sup.export_onnx(sup.load(pt_path), onnx_path)
+    return onnx_path, stats
+
+
 def build_for(recipe: Recipe, onnx_path: Path, out: Path, target: str) -> Path:
-    spec = anomaly_spec(recipe.model.name, recipe.tiling.model_input)
-    return build_repository([(spec, onnx_path, 1)], target, out)
+    """The Triton repository for `target`: the recipe's anomaly model, plus DefectNet when
+    the working directory holds one."""
+    models: list[tuple[ModelSpec, Path, int]] = [
+        (anomaly_spec(recipe.model.name, recipe.tiling.model_input), onnx_path, 1)
+    ]
+    workdir = onnx_path.parents[3]
+    d_onnx, d_pt = defects_paths(workdir)
+    if d_onnx.exists():
+        net = sup.load(d_pt)
+        spec = defects_spec(DEFECTS_MODEL, net.tile, net.heads.n_classes)
+        models.append((spec, d_onnx, 1))
+    return build_repository(models, target, out)

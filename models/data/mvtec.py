@@ -21,7 +21,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from models.synth.parts import DEFECT_TYPES, render_part
+from models.synth.parts import FAMILY_DEFECTS, render_part
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 ANNOTATIONS = "annotations.jsonl"
@@ -74,7 +74,7 @@ class SynthPlan:
     test_good: int = 40
     test_per_type: int = 10  # per defect type, half obvious, half subtle
     seed: int = 0
-    types: tuple[str, ...] = DEFECT_TYPES
+    types: tuple[str, ...] = ()  # default: the family's defect types
 
     def seeds(self) -> dict[str, range]:
         # disjoint seed ranges, so no test image repeats a training image
@@ -95,7 +95,7 @@ def write_synthetic(
     jobs: list[tuple[str, int, str | None, str]] = []
     jobs += [("train/good", s, None, "none") for s in seeds["train"]]
     jobs += [("test/good", s, None, "none") for s in seeds["test_good"]]
-    for t_index, kind in enumerate(plan.types):
+    for t_index, kind in enumerate(plan.types or FAMILY_DEFECTS[plan.family]):
         for k, s in enumerate(seeds["test_defect"]):
             severity = "obvious" if k % 2 == 0 else "subtle"
             jobs.append((f"test/{kind}", s + 1000 * t_index, kind, severity))

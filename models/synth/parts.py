@@ -16,6 +16,13 @@ import numpy as np
 FAMILIES = ("brushed_metal", "woven_fabric", "printed_pattern")
 DEFECT_TYPES = ("scratch", "spot", "hole", "contamination", "stain", "crack", "missing_feature")
 SEVERITIES = ("obvious", "subtle")
+# a missing feature needs a feature: only structured parts (printed dots) have one; on a
+# random texture "flattened" texture is not a defect a person could point at either
+FAMILY_DEFECTS = {
+    "brushed_metal": DEFECT_TYPES[:6],
+    "woven_fabric": DEFECT_TYPES[:6],
+    "printed_pattern": DEFECT_TYPES,
+}
 PRINT_PITCH = 48  # printed_pattern: dot grid pitch in px (before shift/rotation)
 
 

@@ -45,6 +45,20 @@ def anomaly_spec(name: str, tile: int) -> ModelSpec:
     )
 
 
+def defects_spec(name: str, tile: int, n_classes: int, stride: int = 8) -> ModelSpec:
+    """DefectNet: segmentation, detection (YOLO layout) and classification heads."""
+    cells = tile // stride
+    return ModelSpec(
+        name=name,
+        inputs=(TensorSpec("tiles", "FP16", (3, tile, tile)),),
+        outputs=(
+            TensorSpec("seg_logits", "FP32", (n_classes + 1, cells, cells)),
+            TensorSpec("detections", "FP32", (4 + n_classes, cells * cells)),
+            TensorSpec("cls_logits", "FP32", (n_classes + 1,)),
+        ),
+    )
+
+
 def render_config(spec: ModelSpec, target: str) -> str:
     if target not in TARGETS:
         raise ValueError(f"unknown target {target!r}; choose one of {TARGETS}")

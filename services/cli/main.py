@@ -11,10 +11,10 @@ from pathlib import Path
 import sqlalchemy as sa
 import typer
 
-from services.cli.db import app as db_app
 from services.cli.chaos import app as chaos_app
+from services.cli.db import app as db_app
 from services.cli.dlq import app as dlq_app
-from services.cli.offline import data_app, evaluate, inspect
+from services.cli.offline import data_app, evaluate, inspect, train
 from services.cli.query import app as query_app
 
 app = typer.Typer(help="defectflow: streaming visual defect inspection.", no_args_is_help=True)
@@ -25,6 +25,7 @@ app.add_typer(chaos_app, name="chaos")
 app.add_typer(data_app, name="data")
 app.command("inspect")(inspect)
 app.command("eval")(evaluate)
+app.command("train")(train)
 
 
 @app.command()

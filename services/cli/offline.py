@@ -93,3 +93,20 @@ def evaluate(
 
     report = evaluate_family(data, recipe, models, out)
     typer.echo(json.dumps(report, indent=2))
+
+
+def train(
+    workdir: Path = typer.Option(Path("var/up"), help="writes WORKDIR/models/defects/1/"),
+    per_type: int = typer.Option(24, help="training images per family and defect type"),
+    good_per_family: int = typer.Option(20),
+    epochs: int = typer.Option(40),
+    seed: int = typer.Option(0),
+) -> None:
+    """Train DefectNet (segmentation, detection, classification heads on frozen Lite0
+    features) on generated labelled parts, export it to ONNX."""
+    from models.prepare import prepare_defects
+    from models.supervised.train import TrainConfig
+
+    cfg = TrainConfig(per_type=per_type, good_per_family=good_per_family, epochs=epochs, seed=seed)
+    onnx_path, stats = prepare_defects(workdir, cfg, force=True, echo=typer.echo)
+    typer.echo(f"model {onnx_path} in {stats['train_seconds']:.0f} s")

@@ -11,6 +11,7 @@ from collections.abc import Sequence
 import cv2
 import numpy as np
 
+from services.common.decoders import Det
 from services.common.domain import Decision, DefectRecord, TileRect, Verdict
 from services.common.recipes import Recipe
 
@@ -155,3 +156,62 @@ def assess(
         score, defects, th.image, th.review_low, complete, tiles_expected, len(tile_maps)
     )
     return decision, amap
+
+
+def merge_tile_boxes(
+    items: Sequence[tuple[TileRect, Det]],
+    frame_size: tuple[int, int],
+    edge_px: float = 2.0,
+    duplicate_iou: float = 0.5,
+) -> list[Det]:
+    """Detector boxes of all tiles (tile coordinates) -> one list in frame coordinates.
+
+    Greedy, highest score first (SAHI's GREEDYNMM idea): a box joins an earlier box of the
+    same class when they overlap and either was cut by an inner tile border (it touches
+    its tile's edge where a neighbouring tile continues), or when they are the same defect
+    seen twice in an overlap (IoU >= duplicate_iou). Joined boxes become their union and
+    keep the higher score, so a scratch across a border is one box, not two halves.
+    """
+    width, height = frame_size
+    groups: list[tuple[Det, bool]] = []  # (box in frame coords, was cut)
+    for rect, d in sorted(items, key=lambda it: -it[1].score):
+        f = d.shifted(rect.x, rect.y)
+        cut = (
+            (rect.x > 0 and d.x0 <= edge_px)
+            or (rect.y > 0 and d.y0 <= edge_px)
+            or (rect.x1 < width and d.x1 >= rect.width - edge_px)
+            or (rect.y1 < height and d.y1 >= rect.height - edge_px)
+        )
+        for i, (g, g_cut) in enumerate(groups):
+            if g.cls != f.cls:
+                continue
+            overlap = _iou(g, f)
+            touching = _intersects(g, f)
+            if overlap >= duplicate_iou or (touching and (cut or g_cut)):
+                groups[i] = (
+                    Det(
+                        min(g.x0, f.x0),
+                        min(g.y0, f.y0),
+                        max(g.x1, f.x1),
+                        max(g.y1, f.y1),
+                        g.score,
+                        g.cls,
+                    ),
+                    g_cut or cut,
+                )
+                break
+        else:
+            groups.append((f, cut))
+    return [g for g, _ in groups]
+
+
+def _intersects(a: Det, b: Det) -> bool:
+    return min(a.x1, b.x1) > max(a.x0, b.x0) and min(a.y1, b.y1) > max(a.y0, b.y0)
+
+
+def _iou(a: Det, b: Det) -> float:
+    ix = max(0.0, min(a.x1, b.x1) - max(a.x0, b.x0))
+    iy = max(0.0, min(a.y1, b.y1) - max(a.y0, b.y0))
+    inter = ix * iy
+    union = (a.x1 - a.x0) * (a.y1 - a.y0) + (b.x1 - b.x0) * (b.y1 - b.y0) - inter
+    return inter / union if union > 0 else 0.0
