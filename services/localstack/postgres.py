@@ -10,6 +10,7 @@ import os
 import pwd
 import shutil
 import subprocess
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -101,6 +102,7 @@ def start_postgres(
         res = subprocess.run(cmd, capture_output=True, text=True)
         if res.returncode != 0:
             raise ComponentError(f"initdb failed in {datadir}: {res.stderr.strip()}")
+    _clear_dead_postmaster(datadir, sockdir)
     opts = [
         "-c",
         f"port={port}",
@@ -134,6 +136,29 @@ def start_postgres(
     proc.wait_ready(ready, timeout_s)
     _ensure_database(bindir, port, user, pg.database)
     return pg
+
+
+def _clear_dead_postmaster(datadir: Path, sockdir: Path, timeout_s: float = 10.0) -> None:
+    """After a kill -9 the old postmaster can linger as a zombie until its parent reaps it;
+    PostgreSQL then takes its pid and socket lock files for a live server's and refuses
+    to start. A zombie is dead: its lock files are removed."""
+    pidfile = datadir / "postmaster.pid"
+    try:
+        pid = int(pidfile.read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except (OSError, IndexError):
+            return  # gone: PostgreSQL sees the stale pid file and recovers by itself
+        if state in ("Z", "X"):  # dead, not yet reaped
+            for lock in (pidfile, *sockdir.glob(".s.PGSQL.*.lock")):
+                lock.unlink(missing_ok=True)
+            return
+        time.sleep(0.1)
+    raise ComponentError(f"PostgreSQL (pid {pid}) still runs on {datadir}")
 
 
 def _ensure_database(bindir: Path, port: int, user: str | None, name: str) -> None:
