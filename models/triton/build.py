@@ -59,6 +59,12 @@ def defects_spec(name: str, tile: int, n_classes: int, stride: int = 8) -> Model
     )
 
 
+def reference_specs() -> list[ModelSpec]:
+    """The reference models as shipped (templates in models/recipes, DefectNet's 7 classes):
+    their GPU configs are checked in under models/repository/ as the readable contract."""
+    return [anomaly_spec("anomaly_brushed_metal", 128), defects_spec("defects", 128, 7)]
+
+
 def render_config(spec: ModelSpec, target: str) -> str:
     if target not in TARGETS:
         raise ValueError(f"unknown target {target!r}; choose one of {TARGETS}")

@@ -61,7 +61,9 @@ def inspect(
     folder: Path = typer.Argument(..., help="folder of images (searched recursively)"),
     recipe: Path = typer.Option(..., help="calibrated recipe (from `defectflow fit`)"),
     out: Path = typer.Option(..., help="output folder for results.jsonl and maps/"),
-    models: Path = typer.Option(Path("var/up/models"), help="folder holding <model>/<v>/model.onnx"),
+    models: Path = typer.Option(
+        Path("var/up/models"), help="folder holding <model>/<v>/model.onnx"
+    ),
     maps: bool = typer.Option(True, help="write each anomaly map as float16 .npy"),
 ) -> None:
     """Inspect a folder offline (onnxruntime in-process, no servers) -> OUT/results.jsonl."""
@@ -110,3 +112,29 @@ def train(
     cfg = TrainConfig(per_type=per_type, good_per_family=good_per_family, epochs=epochs, seed=seed)
     onnx_path, stats = prepare_defects(workdir, cfg, force=True, echo=typer.echo)
     typer.echo(f"model {onnx_path} in {stats['train_seconds']:.0f} s")
+
+
+models_app = typer.Typer(help="Triton model repository.", no_args_is_help=True)
+
+
+@models_app.command("build")
+def build(
+    target: str = typer.Option("cpu", help="cpu (python backend + onnxruntime) or gpu (KIND_GPU)"),
+    workdir: Path = typer.Option(
+        Path("var/up"), help="where `defectflow fit`/`train` wrote models"
+    ),
+    recipe: str = typer.Option("brushed-metal", help="calibrated recipe id in WORKDIR/recipes"),
+    out: Path = typer.Option(None, help="repository folder; default WORKDIR/repository/TARGET"),
+) -> None:
+    """Render the Triton repository for a target from the one spec per model, so the CPU and
+    GPU repositories never drift."""
+    from models.prepare import build_for, model_paths
+    from services.common.recipes import load_recipe
+
+    calibrated = load_recipe(workdir / "recipes" / f"{recipe}.yaml")
+    onnx_path, _, _ = model_paths(workdir, calibrated)
+    if not onnx_path.exists():
+        raise typer.BadParameter(f"no model {onnx_path}; run `defectflow fit` first")
+    repo = build_for(calibrated, onnx_path, out or workdir / "repository" / target, target)
+    for cfg in sorted(repo.glob("*/config.pbtxt")):
+        typer.echo(str(cfg))

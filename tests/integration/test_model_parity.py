@@ -44,3 +44,31 @@ def test_triton_reports_the_batching_contract(prepared, triton):
     assert [i["name"] for i in cfg["input"]] == ["tiles"]
     assert {o["name"] for o in cfg["output"]} == {"anomaly_map", "score"}
     assert cfg["dynamic_batching"]["preferred_batch_size"] == [8, 16]
+
+
+def test_defectnet_torch_onnxruntime_and_triton_agree(prepared, triton):
+    from models.prepare import defects_paths
+    from models.supervised import train as sup
+
+    onnx_path, pt_path = defects_paths(prepared.onnx_path.parents[3])
+    image, _ = render_part("printed_pattern", 77, (512, 512), "hole")
+    _, tiles = train.recipe_tiles(image, prepared.recipe)
+    tiles = tiles[:8]
+    net = sup.load(pt_path)
+    with torch.no_grad():
+        t_out = [o.numpy() for o in net(torch.as_tensor(tiles))]
+    ort_out = train.OnnxRunner(onnx_path).run(tiles)
+    client = grpcclient.InferenceServerClient(triton.grpc_url)
+    try:
+        inp = grpcclient.InferInput("tiles", list(tiles.shape), "FP16")
+        inp.set_data_from_numpy(tiles)
+        names = ["seg_logits", "detections", "cls_logits"]
+        res = client.infer(
+            "defects", [inp], outputs=[grpcclient.InferRequestedOutput(n) for n in names]
+        )
+    finally:
+        client.close()
+    for name, t in zip(names, t_out, strict=True):
+        # float32 graph, same weights: differences are summation order only
+        np.testing.assert_allclose(t, ort_out[name], atol=1e-3, rtol=1e-3, err_msg=name)
+        np.testing.assert_allclose(ort_out[name], res.as_numpy(name), atol=1e-4, err_msg=name)
