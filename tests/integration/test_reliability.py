@@ -7,6 +7,7 @@ restarted, and is stopped with SIGTERM while PostgreSQL is down.
 
 from __future__ import annotations
 
+import os
 import signal
 import threading
 import time
@@ -274,3 +275,50 @@ def test_store_keeps_its_batch_while_postgres_is_down_and_stops_cleanly(local, b
     finally:
         local.services.pop("store").stop()
         engine.dispose()
+
+
+class Gate(StatelessHandler):
+    """Passes records through once `release` is set, so a test can pause the broker while
+    the outputs of a batch are still to be published."""
+
+    def __init__(self, out_topic: str) -> None:
+        self.out_topic = out_topic
+        self.got = threading.Event()
+        self.release = threading.Event()
+
+    def handle(self, records: Sequence) -> Handled:
+        self.got.set()
+        self.release.wait(60)
+        return Handled(
+            outputs=[Output(self.out_topic, r.key, r.value) for r in records], done=list(records)
+        )
+
+
+def test_stage_rides_out_a_broker_that_stops_answering(broker):
+    """SIGSTOP the broker between handling and publishing (Tansu keeps data only in memory,
+    so it is paused, not killed): the stage must publish or redo, and lose nothing."""
+    src, dst = private_topics(broker.bootstrap)
+    gate = Gate(dst)
+    runner = StageRunner(
+        "test",
+        src,
+        gate,
+        StageSettings(kafka_bootstrap=broker.bootstrap, poll_timeout_ms=100),
+        group_id=f"g-{src}",
+    )
+    thread = run_in_thread(runner)
+    produce(broker.bootstrap, src, [(b"k%d" % (i % 3), b"%d" % i) for i in range(10)])
+    assert gate.got.wait(60)
+    pgid = broker.process.pid
+    os.killpg(pgid, signal.SIGSTOP)
+    try:
+        gate.release.set()
+        time.sleep(12)  # publish and heartbeats time out meanwhile
+    finally:
+        os.killpg(pgid, signal.SIGCONT)
+    wait_for(lambda: committed(broker.bootstrap, f"g-{src}", src) >= 10, 90, "10 offsets committed")
+    runner.stop()
+    thread.join(30)
+    assert thread.is_alive() is False
+    values = {int(r.value) for r in consume_all(broker.bootstrap, dst)}
+    assert values == set(range(10)), "every record published after the broker came back"
