@@ -13,9 +13,12 @@ from pathlib import Path
 import numpy as np
 
 from models.anomaly import train
+from models.calibrate import calibrate
 from models.supervised import train as sup
 from models.triton.build import ModelSpec, anomaly_spec, build_repository, defects_spec
 from services.common.recipes import Recipe, load_recipe, save_recipe
+from services.common.thresholds import MaxNormal
+from services.offline.inspect import Inspector
 
 log = logging.getLogger("defectflow.models")
 
@@ -63,10 +66,14 @@ def fit_from_images(
     model = train.fit_model(recipe, good, progress)
     train.save_torch(model, torch_path)
     train.export_onnx(model, recipe.tiling.model_input, onnx_path)
-    thresholds = train.calibrate_max_normal(recipe, train.OnnxRunner(onnx_path), val)
-    calibrated = recipe.model_copy(update={"thresholds": thresholds})
-    save_recipe(calibrated, recipe_path)
-    return calibrated
+    # few held-out parts at fit time: the maximum x 1.05, review band up to the maximum;
+    # `defectflow calibrate` re-chooses with more parts (target false-reject rate)
+    inspector = Inspector(recipe, onnx_path)
+    cal = calibrate(
+        inspector, val, [], MaxNormal(1.05), review_margin=1 - 1 / 1.05, bump_version=False
+    )
+    save_recipe(cal.recipe, recipe_path)
+    return cal.recipe
 
 
 def fit_recipe(
@@ -74,7 +81,7 @@ def fit_recipe(
     family: str,
     workdir: Path,
     n_train: int = 20,
-    n_val: int = 20,
+    n_val: int = 60,
     size: tuple[int, int] = (512, 512),
     target: str = "cpu",
     force: bool = False,

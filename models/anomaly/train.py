@@ -18,7 +18,7 @@ from models.anomaly.local_stats import LocalStatsAnomaly, fit_gaussian
 from models.anomaly.patchcore import PatchCore, fit_patchcore
 from models.synth.parts import render_part
 from services.common.domain import Rect
-from services.common.recipes import Recipe, Thresholds
+from services.common.recipes import Recipe
 from services.postprocess.logic import stitch
 from services.tiling.logic import clip_roi, preprocess, tile_grid
 
@@ -119,20 +119,3 @@ def frame_map(image: np.ndarray, recipe: Recipe, runner: OnnxRunner) -> np.ndarr
     maps, _ = runner(tiles)
     h, w = image.shape[:2]
     return stitch((w, h), list(zip(rects, maps, strict=True)), recipe.tiling.stitch)
-
-
-def calibrate_max_normal(
-    recipe: Recipe, runner: OnnxRunner, val_good: list[np.ndarray], margin: float = 1.05
-) -> Thresholds:
-    """Threshold = margin x the highest image score of held-out good parts (Luo et al. 2022,
-    'maximum of normal validation scores'); scores between that maximum and the
-    threshold are REVIEW."""
-    scores = np.array([float(frame_map(img, recipe, runner).max()) for img in val_good])
-    top = float(scores.max())
-    return Thresholds(
-        pixel=top * margin,
-        image=top * margin,
-        review_low=top,
-        min_defect_area_px=recipe.thresholds.min_defect_area_px,
-        method=f"max of {len(scores)} good validation scores x {margin}",
-    )

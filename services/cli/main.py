@@ -14,7 +14,15 @@ import typer
 from services.cli.chaos import app as chaos_app
 from services.cli.db import app as db_app
 from services.cli.dlq import app as dlq_app
-from services.cli.offline import data_app, evaluate, inspect, models_app, train
+from services.cli.offline import (
+    accuracy,
+    calibrate,
+    data_app,
+    evaluate,
+    inspect,
+    models_app,
+    train,
+)
 from services.cli.query import app as query_app
 
 app = typer.Typer(help="defectflow: streaming visual defect inspection.", no_args_is_help=True)
@@ -27,6 +35,8 @@ app.command("inspect")(inspect)
 app.command("eval")(evaluate)
 app.command("train")(train)
 app.add_typer(models_app, name="models")
+app.command("accuracy")(accuracy)
+app.command("calibrate")(calibrate)
 
 
 @app.command()

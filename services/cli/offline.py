@@ -138,3 +138,70 @@ def build(
     repo = build_for(calibrated, onnx_path, out or workdir / "repository" / target, target)
     for cfg in sorted(repo.glob("*/config.pbtxt")):
         typer.echo(str(cfg))
+
+
+def accuracy(
+    workdir: Path = typer.Option(Path("var/accuracy")),
+    report: Path = typer.Option(Path("docs/accuracy.md")),
+) -> None:
+    """Generate data, fit and train every reference model, evaluate, write the report."""
+    from models.eval.accuracy import run
+
+    run(
+        workdir,
+        report,
+        f"defectflow accuracy --workdir {workdir} --report {report}",
+        echo=typer.echo,
+    )
+    typer.echo(f"report: {report}")
+
+
+def calibrate(
+    recipe: Path = typer.Option(..., help="recipe to calibrate (rewritten, version + 1)"),
+    good: Path = typer.Option(..., help="folder of good images not used for fitting"),
+    defects: Path = typer.Option(None, help="optional folder of defective images"),
+    models: Path = typer.Option(Path("var/up/models")),
+    method: str = typer.Option(
+        "target_frr", help="target_frr | max_normal | quantile | k_sigma | f1 (needs --defects)"
+    ),
+    target_frr: float = typer.Option(0.01, help="target_frr: false-reject rate to stay below"),
+    confidence: float = typer.Option(0.95, help="target_frr: confidence of that bound"),
+    quantile: float = typer.Option(0.99, help="quantile: p"),
+    k: float = typer.Option(3.0, help="k_sigma: k"),
+    report: Path = typer.Option(None, help="report folder; default next to the recipe"),
+) -> None:
+    """Choose thresholds from good (and optionally defective) parts and write them into the
+    recipe, not the model; report with a score histogram and the expected false-reject rate."""
+    import cv2
+
+    from models.calibrate import calibrate as run_calibration
+    from models.calibrate import histogram_png, report_md
+    from services.common import thresholds as th
+    from services.common.recipes import save_recipe
+    from services.offline.inspect import Inspector, images_under
+
+    choices = {
+        "target_frr": lambda: th.TargetFalseReject(target_frr, confidence),
+        "max_normal": th.MaxNormal,
+        "quantile": lambda: th.Quantile(quantile),
+        "k_sigma": lambda: th.KSigma(k),
+        "f1": th.F1Optimal,
+    }
+    if method not in choices:
+        raise typer.BadParameter(f"unknown method {method!r}; choose one of {', '.join(choices)}")
+
+    def read(folder: Path | None) -> list:
+        if folder is None:
+            return []
+        images = [cv2.imread(str(p), cv2.IMREAD_COLOR) for p in images_under(folder)]
+        if not images or any(i is None for i in images):
+            raise typer.BadParameter(f"{folder}: no images, or an unreadable one")
+        return images
+
+    inspector = Inspector.from_paths(recipe, models)
+    cal = run_calibration(inspector, read(good), read(defects), choices[method]())
+    save_recipe(cal.recipe, recipe)
+    out = report or recipe.parent / f"{cal.recipe.id}-calibration"
+    png = histogram_png(cal, out / "scores.png")
+    (out / "calibration.md").write_text(report_md(cal, png))
+    typer.echo((out / "calibration.md").read_text())

@@ -66,7 +66,14 @@ class Thresholds(BaseModel):
     image: float = Field(description="image score at or above which a part is NG")
     review_low: float = Field(description="image scores in [review_low, image) are REVIEW")
     min_defect_area_px: int = Field(8, ge=1)
+    min_defect_area_mm2: float = Field(
+        0.0, ge=0, description="regions smaller than this are no defect"
+    )
     method: str = "unset"  # how they were calibrated, for the record
+    frr_bound: float | None = Field(
+        None, description="calibration's upper bound of the false-reject rate on good parts"
+    )
+    confidence: float | None = None
 
 
 class Recipe(BaseModel):

@@ -52,14 +52,16 @@ def find_defects(
     pixel_pitch_mm: float,
     defect_class: str,
     max_contour_points: int = 64,
+    min_area_mm2: float = 0.0,
 ) -> list[DefectRecord]:
-    """Connected components of the thresholded map that are at least `min_area_px` large."""
+    """Connected components of the thresholded map that are at least `min_area_px` and
+    `min_area_mm2` large."""
     mask = (anomaly_map >= pixel_threshold).astype(np.uint8)
     n, labels, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=8)
     defects = []
     for label in range(1, n):
         x, y, w, h, area = (int(v) for v in stats[label])
-        if area < min_area_px:
+        if area < min_area_px or area * pixel_pitch_mm**2 < min_area_mm2:
             continue
         component = labels[y : y + h, x : x + w] == label
         score = float(anomaly_map[y : y + h, x : x + w][component].max())
@@ -148,7 +150,12 @@ def assess(
         amap = stitch(frame_size, tile_maps, recipe.tiling.stitch)
         score = float(amap.max())
         defects = find_defects(
-            amap, th.pixel, th.min_defect_area_px, recipe.pixel_pitch_mm, recipe.defect_class
+            amap,
+            th.pixel,
+            th.min_defect_area_px,
+            recipe.pixel_pitch_mm,
+            recipe.defect_class,
+            min_area_mm2=th.min_defect_area_mm2,
         )
     else:
         amap, score, defects = None, float("nan"), []
@@ -163,18 +170,32 @@ def merge_tile_boxes(
     frame_size: tuple[int, int],
     edge_px: float = 2.0,
     duplicate_iou: float = 0.5,
+    min_score_ratio: float = 0.5,
 ) -> list[Det]:
     """Detector boxes of all tiles (tile coordinates) -> one list in frame coordinates.
 
-    Greedy, highest score first (SAHI's GREEDYNMM idea): a box joins an earlier box of the
-    same class when they overlap and either was cut by an inner tile border (it touches
-    its tile's edge where a neighbouring tile continues), or when they are the same defect
-    seen twice in an overlap (IoU >= duplicate_iou). Joined boxes become their union and
-    keep the higher score, so a scratch across a border is one box, not two halves.
+    Boxes are first clipped to their tile (a model sees nothing beyond it). Then, greedy,
+    highest score first (SAHI's GREEDYNMM idea): a box joins an earlier box when they are
+    the same defect seen twice (IoU >= duplicate_iou), or when they overlap, either was cut
+    by an inner tile border (touches its tile's edge where a neighbouring tile continues)
+    and the joining box scores at least `min_score_ratio` of the earlier one (weak
+    proposals do not inflate a strong box). Joined boxes become their union and keep the
+    class and score of the stronger box. Matching ignores the class: one place, one defect;
+    a tile that calls a scratch a crack must not turn it into two defects.
     """
     width, height = frame_size
     groups: list[tuple[Det, bool]] = []  # (box in frame coords, was cut)
     for rect, d in sorted(items, key=lambda it: -it[1].score):
+        d = Det(
+            max(0.0, d.x0),
+            max(0.0, d.y0),
+            min(float(rect.width), d.x1),
+            min(float(rect.height), d.y1),
+            d.score,
+            d.cls,
+        )
+        if d.x1 <= d.x0 or d.y1 <= d.y0:
+            continue
         f = d.shifted(rect.x, rect.y)
         cut = (
             (rect.x > 0 and d.x0 <= edge_px)
@@ -183,11 +204,9 @@ def merge_tile_boxes(
             or (rect.y1 < height and d.y1 >= rect.height - edge_px)
         )
         for i, (g, g_cut) in enumerate(groups):
-            if g.cls != f.cls:
-                continue
-            overlap = _iou(g, f)
-            touching = _intersects(g, f)
-            if overlap >= duplicate_iou or (touching and (cut or g_cut)):
+            same = _iou(g, f) >= duplicate_iou
+            joined = _intersects(g, f) and (cut or g_cut) and f.score >= min_score_ratio * g.score
+            if same or joined:
                 groups[i] = (
                     Det(
                         min(g.x0, f.x0),
