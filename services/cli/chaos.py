@@ -38,9 +38,11 @@ if TYPE_CHECKING:  # importing the stack pulls in model code: only when the comm
 
 app = typer.Typer(help="Fault test: kill -9 each service, Triton and PostgreSQL mid-run.")
 
-# the order of the kills: ingest early, while its cameras still run; tritonserver while
-# inference is busy (a restarted consumer needs a session timeout to rejoin)
-KILLS = ("ingest", "tiling", "tritonserver", "inference", "postprocess", "store", "postgres")
+# The order of the kills: each one where the previous has not left the component idle
+# (a killed consumer's partitions wait a session timeout, ~6 s, before a restarted one
+# gets them, and nothing flows downstream of it meanwhile). Ingest first, while its
+# cameras run; tritonserver while inference is busy; PostgreSQL while the store writes.
+KILLS = ("ingest", "tritonserver", "tiling", "postgres", "inference", "store", "postprocess")
 BAD_KEY = b"chaos-bad/"
 
 
@@ -63,6 +65,7 @@ class ChaosResult:
     redelivered_frames: int = 0  # frames whose inspection was published more than once
     incomplete_records: int = 0  # REVIEW because tiles did not all arrive in time
     frames_resent_by_ingest: int = 0
+    transient_redos: dict[str, int] = field(default_factory=dict)  # batches rewound, per service
     dead_letters: int = 0
     dead_letter_reasons: dict[str, int] = field(default_factory=dict)
     unexpected_dead_letters: int = 0
@@ -96,6 +99,7 @@ class ChaosResult:
             ),
             ("incomplete (REVIEW) records", self.incomplete_records),
             ("frames resent from ingest's spool", self.frames_resent_by_ingest),
+            ("batches rewound and redone (Transient)", self.transient_redos),
             (
                 "bad inputs sent / dead-lettered",
                 f"{self.bad_inputs_sent} / {self.bad_inputs_dead_lettered}",
@@ -150,7 +154,7 @@ def bad_frames(recipe_id: str) -> list[tuple[str, bytes]]:
     ]
 
 
-def _accepted(truth_path: Path) -> list[dict]:
+def accepted_frames(truth_path: Path) -> list[dict]:
     if not truth_path.exists():
         return []
     out = []
@@ -187,13 +191,14 @@ def run_chaos(
     stack: LocalStack,
     lines: int = 2,
     cameras_per_line: int = 2,
-    frames_per_camera: int = 75,
-    fps: float = 1.0,
+    frames_per_camera: int = 120,
+    fps: float = 1.5,
     size: int = 240,
     first_kill_s: float = 6.0,
-    kill_every_s: float = 8.0,
+    kill_every_s: float = 12.0,
     drain_timeout_s: float = 150.0,
     log: Callable[[str], None] = print,
+    truth_path: Path | None = None,
 ) -> ChaosResult:
     """Run the fault scenario on a stack whose broker, Triton and PostgreSQL are started."""
     assert stack.broker and stack.postgres and stack.triton
@@ -201,7 +206,7 @@ def run_chaos(
     res = ChaosResult()
     stack.stop_services()
     t0_ns = time.time_ns()
-    truth_path = stack.workdir / f"chaos-{uuid.uuid4().hex[:8]}-accepted.jsonl"
+    truth_path = truth_path or stack.workdir / f"chaos-{uuid.uuid4().hex[:8]}-accepted.jsonl"
     stack.start_pipeline()  # the store creates the schema before its query port opens
     before = set(_db_ids(stack.postgres.url))
 
@@ -230,7 +235,7 @@ def run_chaos(
         due = cams_start + first_kill_s + i * kill_every_s
         time.sleep(max(0.0, due - time.monotonic()))
         at = time.monotonic() - cams_start
-        n_before = len(_accepted(truth_path))
+        n_before = len(accepted_frames(truth_path))
         t_kill = time.monotonic()
         if target == "tritonserver":
             stack.triton.process.kill()
@@ -254,7 +259,7 @@ def run_chaos(
     ingest.proc.wait(timeout=max(30.0, frames_per_camera / fps * 2))
     if ingest.proc.returncode != 0:
         raise RuntimeError(f"ingest exited with {ingest.proc.returncode}; see {ingest.log_path}")
-    accepted = {e["frame_id"] for e in _accepted(truth_path)}
+    accepted = {e["frame_id"] for e in accepted_frames(truth_path)}
     res.frames_accepted = len(accepted)
     log(f"ingest done: {len(accepted)} frames accepted; waiting for the pipeline to drain")
 
@@ -283,6 +288,9 @@ def run_chaos(
     res.inspections_published = sum(published.values())
     res.redelivered_frames = sum(1 for n in published.values() if n > 1)
     res.frames_resent_by_ingest = _resent(ingest.log_path)
+    for name in ("tiling", "inference", "postprocess", "store"):
+        text = stack.services[name].log_path.read_text(errors="replace")
+        res.transient_redos[name] = text.count("transient failure")
 
     letters = [lt for lt in read_letters(stack.broker.bootstrap) if lt.msg.failed_unix_ns >= t0_ns]
     res.dead_letters = len(letters)
@@ -333,8 +341,8 @@ def _resent(ingest_log: Path) -> int:
 @app.callback(invoke_without_command=True)
 def chaos(
     workdir: Path = typer.Option(Path("var/chaos"), help="logs, models, database"),
-    frames_per_camera: int = typer.Option(75),
-    fps: float = typer.Option(1.0, help="frames per second per camera"),
+    frames_per_camera: int = typer.Option(120),
+    fps: float = typer.Option(1.5, help="frames per second per camera"),
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
     """Start the stack, run the fault scenario, print the result table; exit 1 if it failed."""

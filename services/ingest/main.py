@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import collections
+import os
 import signal
 import socket
 import threading
@@ -17,7 +18,7 @@ from services.common.codec import stamp
 from services.common.images import encode_png, sha256
 from services.common.kafka_admin import ensure_topics
 from services.common.logs import setup_logging
-from services.common.stage import make_producer
+from services.common.stage import EXIT_SHUTDOWN_TIMEOUT, SHUTDOWN_TIMEOUT_S, make_producer
 from services.ingest.adapters.cameras import (
     Camera,
     FolderCamera,
@@ -241,8 +242,19 @@ def run(s: IngestSettings, stop: threading.Event) -> int:
 
 def main() -> None:
     stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    signal.signal(signal.SIGINT, lambda *_: stop.set())
+
+    def on_signal(*_: object) -> None:
+        if stop.is_set():
+            os._exit(EXIT_SHUTDOWN_TIMEOUT)
+        stop.set()
+        # a send stuck on an unreachable broker must not outlast Kubernetes' grace period;
+        # what it was sending is still in the spool and is resent by the next start
+        timer = threading.Timer(SHUTDOWN_TIMEOUT_S, os._exit, args=(EXIT_SHUTDOWN_TIMEOUT,))
+        timer.daemon = True
+        timer.start()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
     run(IngestSettings(), stop)
 
 

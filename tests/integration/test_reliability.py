@@ -274,6 +274,10 @@ def test_store_keeps_its_batch_while_postgres_is_down_and_stops_cleanly(local, b
         assert "transient failure" in log
     finally:
         local.services.pop("store").stop()
+        with engine.begin() as conn:  # leave the shared database as found
+            conn.execute(
+                sa.text("delete from inspections where line = 'line-r' and camera = 'cam-r'")
+            )
         engine.dispose()
 
 
