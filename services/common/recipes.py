@@ -51,6 +51,28 @@ class ModelRef(BaseModel):
     version: str = ""  # empty: the version Triton serves as latest
 
 
+class Detector(BaseModel):
+    """An optional second model that names and boxes defects (DefectNet or a YOLO export)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", protected_namespaces=())
+    name: str = "defects"
+    decoder: str = Field("defectnet", pattern="^(defectnet|yolo)$")
+    version: str = ""
+    classes: tuple[str, ...] = Field(min_length=1)
+    score_min: float = Field(0.25, ge=0, le=1, description="boxes below are dropped")
+    threshold: float = Field(
+        0.6, ge=0, le=1, description="a box at or above this with no anomaly region -> REVIEW"
+    )
+
+
+class DefectClass(BaseModel):
+    """Per defect class: how bad it is and how small it may be before it counts."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    severity: str = Field("major", pattern="^(critical|major|minor)$")
+    min_area_mm2: float = Field(0.0, ge=0)
+
+
 class Fit(BaseModel):
     """How `defectflow fit` builds the anomaly model from good parts."""
 
@@ -87,8 +109,12 @@ class Recipe(BaseModel):
     tiling: Tiling
     model: ModelRef
     fit: Fit = Fit()
+    detector: Detector | None = None
     thresholds: Thresholds
-    defect_class: str = "anomaly"
+    defect_class: str = "anomaly"  # class of a region no detector names
+    # severity and minimum size per class (classes not listed: major, no minimum);
+    # a part whose only defects are minor is REVIEW, not NG
+    defect_classes: dict[str, DefectClass] = Field(default_factory=dict)
     frame_timeout_s: float = Field(30.0, gt=0, description="wait this long for a frame's tiles")
 
     @model_validator(mode="after")

@@ -94,14 +94,19 @@ def decide(
     complete: bool,
     tiles_expected: int,
     tiles_received: int,
+    disagreements: Sequence[str] = (),
+    minor_only: bool = False,
 ) -> Decision:
     """The verdict rules, in order.
 
     1. Not all tiles arrived (or the score is not a number)      -> REVIEW.
-    2. A defect region exists and the image score >= threshold   -> NG.
-    3. Image score in the review band [review_low, threshold),
+    2. A defect region exists and the image score >= threshold   -> NG
+       (REVIEW when every defect is of a class the recipe rates minor).
+    3. The models disagree (the detector is sure of a defect the
+       anomaly model does not see)                               -> REVIEW.
+    4. Image score in the review band [review_low, threshold),
        or a defect region with an image score below threshold    -> REVIEW.
-    4. Otherwise                                                 -> OK.
+    5. Otherwise                                                 -> OK.
     """
     if not complete:
         return Decision(
@@ -112,6 +117,13 @@ def decide(
         )
     if not np.isfinite(score):
         return Decision(Verdict.REVIEW, score, tuple(defects), (f"non-finite image score {score}",))
+    if defects and score >= image_threshold and minor_only:
+        return Decision(
+            Verdict.REVIEW,
+            score,
+            tuple(defects),
+            (f"only minor defects ({', '.join(sorted({d.defect_class for d in defects}))})",),
+        )
     if defects and score >= image_threshold:
         return Decision(
             Verdict.NG,
@@ -121,6 +133,8 @@ def decide(
                 f"{len(defects)} defect region(s); score {score:.3f} >= threshold {image_threshold:.3f}",
             ),
         )
+    if disagreements:
+        return Decision(Verdict.REVIEW, score, tuple(defects), tuple(disagreements))
     if score >= review_low or defects:
         return Decision(
             Verdict.REVIEW,
@@ -139,13 +153,15 @@ def assess(
     tile_maps: Sequence[tuple[TileRect, np.ndarray]],
     tiles_expected: int,
     complete: bool = True,
+    tile_detections: Sequence[tuple[TileRect, Det]] = (),
 ) -> tuple[Decision, np.ndarray | None]:
-    """A frame's tile maps -> (verdict, stitched anomaly map), by the recipe.
+    """A frame's tile maps (and detector boxes) -> (verdict, stitched anomaly map).
 
     The one path from model output to verdict: the postprocess service and the offline
     `defectflow inspect` both call it, so they cannot disagree.
     """
     th = recipe.thresholds
+    disagreements: list[str] = []
     if tile_maps:
         amap = stitch(frame_size, tile_maps, recipe.tiling.stitch)
         score = float(amap.max())
@@ -157,10 +173,36 @@ def assess(
             recipe.defect_class,
             min_area_mm2=th.min_defect_area_mm2,
         )
+        if recipe.detector is not None:
+            boxes = merge_tile_boxes(tile_detections, frame_size)
+            defects, disagreements = fuse(
+                defects,
+                boxes,
+                recipe.detector.classes,
+                recipe.detector.threshold,
+                recipe.pixel_pitch_mm,
+            )
     else:
         amap, score, defects = None, float("nan"), []
+    rules = recipe.defect_classes
+    defects = [
+        d
+        for d in defects
+        if d.defect_class not in rules or d.area_mm2 >= rules[d.defect_class].min_area_mm2
+    ]
+    minor_only = bool(defects) and all(
+        d.defect_class in rules and rules[d.defect_class].severity == "minor" for d in defects
+    )
     decision = decide(
-        score, defects, th.image, th.review_low, complete, tiles_expected, len(tile_maps)
+        score,
+        defects,
+        th.image,
+        th.review_low,
+        complete,
+        tiles_expected,
+        len(tile_maps),
+        disagreements=disagreements,
+        minor_only=minor_only,
     )
     return decision, amap
 
@@ -234,3 +276,81 @@ def _iou(a: Det, b: Det) -> float:
     inter = ix * iy
     union = (a.x1 - a.x0) * (a.y1 - a.y0) + (b.x1 - b.x0) * (b.y1 - b.y0) - inter
     return inter / union if union > 0 else 0.0
+
+
+def fuse(
+    regions: Sequence[DefectRecord],
+    detections: Sequence[Det],
+    classes: Sequence[str],
+    detector_threshold: float,
+    pixel_pitch_mm: float,
+    match_ios: float = 0.3,
+) -> tuple[list[DefectRecord], list[str]]:
+    """Anomaly regions + detector boxes (frame coordinates, merged) -> defect records and
+    disagreements.
+
+    - A region overlapped by a detector box (intersection over the smaller >= match_ios)
+      takes the class of the strongest such box: the anomaly model says where, the
+      detector says what.
+    - A region no box explains keeps its anomaly class: an unknown defect is still a defect.
+    - A box at or above `detector_threshold` that no region explains becomes its own record
+      (source "detector") and is reported as a disagreement: the verdict rules send the
+      part to REVIEW rather than trust either model alone.
+    """
+    records: list[DefectRecord] = []
+    used: set[int] = set()
+    for r in regions:
+        best = None
+        for i, d in enumerate(detections):
+            if _ios(r.box, d.box) >= match_ios and (
+                best is None or d.score > detections[best].score
+            ):
+                best = i
+        if best is None:
+            records.append(r)
+            continue
+        used.add(best)
+        d = detections[best]
+        records.append(
+            DefectRecord(
+                defect_class=classes[d.cls],
+                score=r.score,
+                box=r.box,
+                area_px=r.area_px,
+                area_mm2=r.area_mm2,
+                contour=r.contour,
+                source="anomaly+detector",
+            )
+        )
+    disagreements = []
+    for i, d in enumerate(detections):
+        if i in used or d.score < detector_threshold:
+            continue
+        # the detector alone: also a region another region already explains is not new
+        if any(_ios(rec.box, d.box) >= match_ios for rec in records):
+            continue
+        area = (d.x1 - d.x0) * (d.y1 - d.y0)
+        records.append(
+            DefectRecord(
+                defect_class=classes[d.cls],
+                score=d.score,
+                box=d.box,
+                area_px=area,
+                area_mm2=area * pixel_pitch_mm**2,
+                contour=((d.x0, d.y0), (d.x1, d.y0), (d.x1, d.y1), (d.x0, d.y1)),
+                source="detector",
+            )
+        )
+        disagreements.append(
+            f"detector found {classes[d.cls]} ({d.score:.2f}) at "
+            f"[{d.x0:.0f}, {d.y0:.0f}, {d.x1:.0f}, {d.y1:.0f}] where the anomaly map shows no region"
+        )
+    records.sort(key=lambda x: x.score, reverse=True)
+    return records, disagreements
+
+
+def _ios(a: Sequence[float], b: Sequence[float]) -> float:
+    ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    smaller = min((a[2] - a[0]) * (a[3] - a[1]), (b[2] - b[0]) * (b[3] - b[1]))
+    return ix * iy / smaller if smaller > 0 else 0.0

@@ -57,3 +57,13 @@ def test_components_below_min_area_are_ignored_and_areas_are_in_mm2():
     d = defects[0]
     assert d.box == (10.0, 10.0, 40.0, 13.0) and d.area_px == 90.0
     assert abs(d.area_mm2 - 0.9) < 1e-6 and d.score == 5.0 and len(d.contour) >= 4
+
+
+def test_model_disagreement_is_review_not_ok():
+    d = decide(3.0, [], 10.0, 8.0, True, 25, 25, disagreements=["detector found scratch"])
+    assert d.verdict == Verdict.REVIEW and "detector" in d.reasons[0]
+
+
+def test_a_sure_anomaly_defect_stays_ng_even_if_the_detector_disagrees():
+    d = decide(20.0, [DEFECT], 10.0, 8.0, True, 25, 25, disagreements=["detector found hole"])
+    assert d.verdict == Verdict.NG
