@@ -132,12 +132,22 @@ class Filter:
     part_id: str = ""
     defect_classes: tuple[str, ...] = ()
     model_versions: dict[str, str] = field(default_factory=dict)
+    review_state: int = 0  # 0 any, 1 unreviewed, 2 reviewed
+    sample_fraction: float = 0.0  # 0 = all
+    reviewed_dispositions: tuple[int, ...] = ()
 
     def check(self) -> Filter:
         """Raise ValueError for a filter that can match nothing by mistake."""
         bad = [v for v in self.verdicts if v not in (1, 2, 3)]
         if bad:
             raise ValueError(f"verdicts {bad} are not OK(1), NG(2) or REVIEW(3)")
+        bad = [v for v in self.reviewed_dispositions if v not in (1, 2)]
+        if bad:
+            raise ValueError(f"reviewed_dispositions {bad} are not OK(1) or NG(2)")
+        if self.review_state not in (0, 1, 2):
+            raise ValueError(f"unknown review_state {self.review_state}")
+        if not 0.0 <= self.sample_fraction <= 1.0:
+            raise ValueError(f"sample_fraction {self.sample_fraction} is not in [0, 1]")
         if self.captured_from_ns < 0 or self.captured_to_ns < 0:
             raise ValueError("captured_from/to_unix_ns must not be negative")
         if self.captured_from_ns and 0 < self.captured_to_ns <= self.captured_from_ns:
@@ -239,3 +249,26 @@ def rates(count: int, ok: int, ng: int, review: int) -> Rates:
     if count <= 0:
         return Rates(0.0, 0.0, 0.0)
     return Rates(ok / count, ng / count, review / count)
+
+
+# --- reviews -------------------------------------------------------------------------
+
+MAX_COMMENT_CHARS = 2000
+DEFECT_CLASS = re.compile(r"^[A-Za-z0-9][A-Za-z0-9 _./-]{0,63}$")
+
+
+def check_review(disposition: int, defect_class: str, comment: str) -> tuple[str, str]:
+    """The (defect class, comment) to store for a human disposition; ValueError says what
+    is wrong. NG needs a defect class, OK must not have one."""
+    cls, text = defect_class.strip(), comment.strip()
+    if disposition not in (int(Verdict.OK), int(Verdict.NG)):
+        raise ValueError(f"disposition {disposition} is not OK(1) or NG(2)")
+    if disposition == int(Verdict.NG) and not cls:
+        raise ValueError("an NG disposition needs a defect_class")
+    if disposition == int(Verdict.OK) and cls:
+        raise ValueError(f"an OK disposition has no defect_class (got {cls!r})")
+    if cls and not DEFECT_CLASS.match(cls):
+        raise ValueError(f"defect_class {cls!r}: 1-64 letters, digits, space, '_', '.', '/' or '-'")
+    if len(text) > MAX_COMMENT_CHARS:
+        raise ValueError(f"comment has {len(text)} characters; at most {MAX_COMMENT_CHARS}")
+    return cls, text

@@ -51,7 +51,7 @@ def test_db_upgrade_then_query_commands_with_a_token(postgres, tmp_path):
     runner = CliRunner()
     res = runner.invoke(app, ["db", "upgrade", "--url", url])
     assert res.exit_code == 0, res.output
-    assert "revision 0002" in res.output
+    assert "revision 0003" in res.output
 
     engine = sa.create_engine(url)
     png = cv2.imencode(".png", np.zeros((16, 16), np.uint8))[1].tobytes()

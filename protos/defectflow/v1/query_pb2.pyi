@@ -8,28 +8,89 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
+class ReviewState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    REVIEW_STATE_ANY: _ClassVar[ReviewState]
+    REVIEW_STATE_UNREVIEWED: _ClassVar[ReviewState]
+    REVIEW_STATE_REVIEWED: _ClassVar[ReviewState]
+
 class TimeBucket(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
     TIME_BUCKET_NONE: _ClassVar[TimeBucket]
     TIME_BUCKET_HOUR: _ClassVar[TimeBucket]
     TIME_BUCKET_SHIFT: _ClassVar[TimeBucket]
     TIME_BUCKET_DAY: _ClassVar[TimeBucket]
+REVIEW_STATE_ANY: ReviewState
+REVIEW_STATE_UNREVIEWED: ReviewState
+REVIEW_STATE_REVIEWED: ReviewState
 TIME_BUCKET_NONE: TimeBucket
 TIME_BUCKET_HOUR: TimeBucket
 TIME_BUCKET_SHIFT: TimeBucket
 TIME_BUCKET_DAY: TimeBucket
 
 class InspectionRecord(_message.Message):
-    __slots__ = ("inspection", "stored_unix_ns", "cursor", "image_available")
+    __slots__ = ("inspection", "stored_unix_ns", "cursor", "image_available", "reviews")
     INSPECTION_FIELD_NUMBER: _ClassVar[int]
     STORED_UNIX_NS_FIELD_NUMBER: _ClassVar[int]
     CURSOR_FIELD_NUMBER: _ClassVar[int]
     IMAGE_AVAILABLE_FIELD_NUMBER: _ClassVar[int]
+    REVIEWS_FIELD_NUMBER: _ClassVar[int]
     inspection: _inspections_pb2.Inspection
     stored_unix_ns: int
     cursor: str
     image_available: bool
-    def __init__(self, inspection: _Optional[_Union[_inspections_pb2.Inspection, _Mapping]] = ..., stored_unix_ns: _Optional[int] = ..., cursor: _Optional[str] = ..., image_available: _Optional[bool] = ...) -> None: ...
+    reviews: _containers.RepeatedCompositeFieldContainer[Review]
+    def __init__(self, inspection: _Optional[_Union[_inspections_pb2.Inspection, _Mapping]] = ..., stored_unix_ns: _Optional[int] = ..., cursor: _Optional[str] = ..., image_available: _Optional[bool] = ..., reviews: _Optional[_Iterable[_Union[Review, _Mapping]]] = ...) -> None: ...
+
+class Review(_message.Message):
+    __slots__ = ("frame_id", "disposition", "defect_class", "comment", "reviewer", "reviewer_role", "reviewed_unix_ns", "machine_verdict", "machine_score", "review_id")
+    FRAME_ID_FIELD_NUMBER: _ClassVar[int]
+    DISPOSITION_FIELD_NUMBER: _ClassVar[int]
+    DEFECT_CLASS_FIELD_NUMBER: _ClassVar[int]
+    COMMENT_FIELD_NUMBER: _ClassVar[int]
+    REVIEWER_FIELD_NUMBER: _ClassVar[int]
+    REVIEWER_ROLE_FIELD_NUMBER: _ClassVar[int]
+    REVIEWED_UNIX_NS_FIELD_NUMBER: _ClassVar[int]
+    MACHINE_VERDICT_FIELD_NUMBER: _ClassVar[int]
+    MACHINE_SCORE_FIELD_NUMBER: _ClassVar[int]
+    REVIEW_ID_FIELD_NUMBER: _ClassVar[int]
+    frame_id: str
+    disposition: _inspections_pb2.Verdict
+    defect_class: str
+    comment: str
+    reviewer: str
+    reviewer_role: str
+    reviewed_unix_ns: int
+    machine_verdict: _inspections_pb2.Verdict
+    machine_score: float
+    review_id: int
+    def __init__(self, frame_id: _Optional[str] = ..., disposition: _Optional[_Union[_inspections_pb2.Verdict, str]] = ..., defect_class: _Optional[str] = ..., comment: _Optional[str] = ..., reviewer: _Optional[str] = ..., reviewer_role: _Optional[str] = ..., reviewed_unix_ns: _Optional[int] = ..., machine_verdict: _Optional[_Union[_inspections_pb2.Verdict, str]] = ..., machine_score: _Optional[float] = ..., review_id: _Optional[int] = ...) -> None: ...
+
+class SubmitReviewRequest(_message.Message):
+    __slots__ = ("frame_id", "disposition", "defect_class", "comment")
+    FRAME_ID_FIELD_NUMBER: _ClassVar[int]
+    DISPOSITION_FIELD_NUMBER: _ClassVar[int]
+    DEFECT_CLASS_FIELD_NUMBER: _ClassVar[int]
+    COMMENT_FIELD_NUMBER: _ClassVar[int]
+    frame_id: str
+    disposition: _inspections_pb2.Verdict
+    defect_class: str
+    comment: str
+    def __init__(self, frame_id: _Optional[str] = ..., disposition: _Optional[_Union[_inspections_pb2.Verdict, str]] = ..., defect_class: _Optional[str] = ..., comment: _Optional[str] = ...) -> None: ...
+
+class WhoAmIRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class WhoAmIResponse(_message.Message):
+    __slots__ = ("name", "role", "authenticated")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    ROLE_FIELD_NUMBER: _ClassVar[int]
+    AUTHENTICATED_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    role: str
+    authenticated: bool
+    def __init__(self, name: _Optional[str] = ..., role: _Optional[str] = ..., authenticated: _Optional[bool] = ...) -> None: ...
 
 class GetInspectionRequest(_message.Message):
     __slots__ = ("frame_id",)
@@ -50,7 +111,7 @@ class GetByPartResponse(_message.Message):
     def __init__(self, records: _Optional[_Iterable[_Union[InspectionRecord, _Mapping]]] = ...) -> None: ...
 
 class InspectionFilter(_message.Message):
-    __slots__ = ("lines", "stations", "cameras", "verdicts", "recipe_id", "captured_from_unix_ns", "captured_to_unix_ns", "part_id", "defect_classes", "model_versions", "recipe_version")
+    __slots__ = ("lines", "stations", "cameras", "verdicts", "recipe_id", "captured_from_unix_ns", "captured_to_unix_ns", "part_id", "defect_classes", "model_versions", "recipe_version", "review_state", "sample_fraction", "reviewed_dispositions")
     class ModelVersionsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -69,6 +130,9 @@ class InspectionFilter(_message.Message):
     DEFECT_CLASSES_FIELD_NUMBER: _ClassVar[int]
     MODEL_VERSIONS_FIELD_NUMBER: _ClassVar[int]
     RECIPE_VERSION_FIELD_NUMBER: _ClassVar[int]
+    REVIEW_STATE_FIELD_NUMBER: _ClassVar[int]
+    SAMPLE_FRACTION_FIELD_NUMBER: _ClassVar[int]
+    REVIEWED_DISPOSITIONS_FIELD_NUMBER: _ClassVar[int]
     lines: _containers.RepeatedScalarFieldContainer[str]
     stations: _containers.RepeatedScalarFieldContainer[str]
     cameras: _containers.RepeatedScalarFieldContainer[str]
@@ -80,7 +144,10 @@ class InspectionFilter(_message.Message):
     defect_classes: _containers.RepeatedScalarFieldContainer[str]
     model_versions: _containers.ScalarMap[str, str]
     recipe_version: int
-    def __init__(self, lines: _Optional[_Iterable[str]] = ..., stations: _Optional[_Iterable[str]] = ..., cameras: _Optional[_Iterable[str]] = ..., verdicts: _Optional[_Iterable[_Union[_inspections_pb2.Verdict, str]]] = ..., recipe_id: _Optional[str] = ..., captured_from_unix_ns: _Optional[int] = ..., captured_to_unix_ns: _Optional[int] = ..., part_id: _Optional[str] = ..., defect_classes: _Optional[_Iterable[str]] = ..., model_versions: _Optional[_Mapping[str, str]] = ..., recipe_version: _Optional[int] = ...) -> None: ...
+    review_state: ReviewState
+    sample_fraction: float
+    reviewed_dispositions: _containers.RepeatedScalarFieldContainer[_inspections_pb2.Verdict]
+    def __init__(self, lines: _Optional[_Iterable[str]] = ..., stations: _Optional[_Iterable[str]] = ..., cameras: _Optional[_Iterable[str]] = ..., verdicts: _Optional[_Iterable[_Union[_inspections_pb2.Verdict, str]]] = ..., recipe_id: _Optional[str] = ..., captured_from_unix_ns: _Optional[int] = ..., captured_to_unix_ns: _Optional[int] = ..., part_id: _Optional[str] = ..., defect_classes: _Optional[_Iterable[str]] = ..., model_versions: _Optional[_Mapping[str, str]] = ..., recipe_version: _Optional[int] = ..., review_state: _Optional[_Union[ReviewState, str]] = ..., sample_fraction: _Optional[float] = ..., reviewed_dispositions: _Optional[_Iterable[_Union[_inspections_pb2.Verdict, str]]] = ...) -> None: ...
 
 class ListInspectionsRequest(_message.Message):
     __slots__ = ("filter", "page_size", "page_token")

@@ -30,7 +30,8 @@ class InspectionQueryStub:
 
     Auth: every call except gRPC health checking and reflection carries
     `authorization: Bearer <token>` metadata when the store has tokens configured.
-    Role `read` may call every method except RunRetention, which needs `admin`.
+    Role `read` may call every query; SubmitReview needs `reviewer` or `admin`;
+    RunRetention needs `admin`.
 
     Order and cursors: records are returned in store order (the order in which their
     write transactions became visible), oldest first. A cursor is an opaque position
@@ -84,6 +85,16 @@ class InspectionQueryStub:
                 request_serializer=defectflow_dot_v1_dot_query__pb2.RunRetentionRequest.SerializeToString,
                 response_deserializer=defectflow_dot_v1_dot_query__pb2.RunRetentionResponse.FromString,
                 _registered_method=True)
+        self.SubmitReview = channel.unary_unary(
+                '/defectflow.v1.InspectionQuery/SubmitReview',
+                request_serializer=defectflow_dot_v1_dot_query__pb2.SubmitReviewRequest.SerializeToString,
+                response_deserializer=defectflow_dot_v1_dot_query__pb2.Review.FromString,
+                _registered_method=True)
+        self.WhoAmI = channel.unary_unary(
+                '/defectflow.v1.InspectionQuery/WhoAmI',
+                request_serializer=defectflow_dot_v1_dot_query__pb2.WhoAmIRequest.SerializeToString,
+                response_deserializer=defectflow_dot_v1_dot_query__pb2.WhoAmIResponse.FromString,
+                _registered_method=True)
 
 
 class InspectionQueryServicer:
@@ -91,7 +102,8 @@ class InspectionQueryServicer:
 
     Auth: every call except gRPC health checking and reflection carries
     `authorization: Bearer <token>` metadata when the store has tokens configured.
-    Role `read` may call every method except RunRetention, which needs `admin`.
+    Role `read` may call every query; SubmitReview needs `reviewer` or `admin`;
+    RunRetention needs `admin`.
 
     Order and cursors: records are returned in store order (the order in which their
     write transactions became visible), oldest first. A cursor is an opaque position
@@ -151,6 +163,22 @@ class InspectionQueryServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def SubmitReview(self, request, context):
+        """A human disposition (OK / NG, defect class, comment) stored beside the machine verdict,
+        which it never changes; who and when come from the token and the store's clock.
+        Role reviewer or admin. Reviews show on every InspectionRecord.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def WhoAmI(self, request, context):
+        """The caller's token name and role (consoles sign in with it).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_InspectionQueryServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -194,6 +222,16 @@ def add_InspectionQueryServicer_to_server(servicer, server):
                     request_deserializer=defectflow_dot_v1_dot_query__pb2.RunRetentionRequest.FromString,
                     response_serializer=defectflow_dot_v1_dot_query__pb2.RunRetentionResponse.SerializeToString,
             ),
+            'SubmitReview': grpc.unary_unary_rpc_method_handler(
+                    servicer.SubmitReview,
+                    request_deserializer=defectflow_dot_v1_dot_query__pb2.SubmitReviewRequest.FromString,
+                    response_serializer=defectflow_dot_v1_dot_query__pb2.Review.SerializeToString,
+            ),
+            'WhoAmI': grpc.unary_unary_rpc_method_handler(
+                    servicer.WhoAmI,
+                    request_deserializer=defectflow_dot_v1_dot_query__pb2.WhoAmIRequest.FromString,
+                    response_serializer=defectflow_dot_v1_dot_query__pb2.WhoAmIResponse.SerializeToString,
+            ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
             'defectflow.v1.InspectionQuery', rpc_method_handlers)
@@ -207,7 +245,8 @@ class InspectionQuery:
 
     Auth: every call except gRPC health checking and reflection carries
     `authorization: Bearer <token>` metadata when the store has tokens configured.
-    Role `read` may call every method except RunRetention, which needs `admin`.
+    Role `read` may call every query; SubmitReview needs `reviewer` or `admin`;
+    RunRetention needs `admin`.
 
     Order and cursors: records are returned in store order (the order in which their
     write transactions became visible), oldest first. A cursor is an opaque position
@@ -421,6 +460,60 @@ class InspectionQuery:
             '/defectflow.v1.InspectionQuery/RunRetention',
             defectflow_dot_v1_dot_query__pb2.RunRetentionRequest.SerializeToString,
             defectflow_dot_v1_dot_query__pb2.RunRetentionResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SubmitReview(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/defectflow.v1.InspectionQuery/SubmitReview',
+            defectflow_dot_v1_dot_query__pb2.SubmitReviewRequest.SerializeToString,
+            defectflow_dot_v1_dot_query__pb2.Review.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def WhoAmI(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/defectflow.v1.InspectionQuery/WhoAmI',
+            defectflow_dot_v1_dot_query__pb2.WhoAmIRequest.SerializeToString,
+            defectflow_dot_v1_dot_query__pb2.WhoAmIResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -2,7 +2,8 @@
 
 Tokens come from an env setting and/or a file (a mounted Kubernetes secret), one entry
 `name:role:token` each; the file is re-read when it changes, so a rotated secret takes
-effect without a restart. Roles: `read` (MES; every query) and `admin` (also RunRetention).
+effect without a restart. Roles: `read` (MES; every query), `reviewer` (also SubmitReview:
+operators in the console) and `admin` (also RunRetention).
 Health checking and reflection stay open so that probes and grpcurl discovery work.
 """
 
@@ -20,15 +21,23 @@ import grpc
 
 log = logging.getLogger("defectflow.store.auth")
 
-ROLES = ("read", "admin")
+ROLES = ("read", "reviewer", "admin")
 OPEN_PREFIXES = ("/grpc.health.v1.Health/", "/grpc.reflection.")
-ADMIN_METHODS = frozenset({"/defectflow.v1.InspectionQuery/RunRetention"})
+# the roles a method needs beyond `read` (every valid token may call the rest)
+NEEDS = {
+    "/defectflow.v1.InspectionQuery/RunRetention": ("admin",),
+    "/defectflow.v1.InspectionQuery/SubmitReview": ("reviewer", "admin"),
+}
 
 
 @dataclass(frozen=True)
 class Principal:
     name: str
     role: str
+
+
+# who calls when the API runs open (no tokens configured: the local demo)
+OPEN_CALLER = Principal("", "admin")
 
 
 def parse_entries(text: str, origin: str) -> dict[str, Principal]:
@@ -95,6 +104,26 @@ class TokenBook:
         return not self.env and not self.file_entries and self.file is None
 
 
+def bearer_token(metadata) -> str | None:
+    """The token of an `authorization: Bearer <token>` entry, None when there is none."""
+    values = [v for k, v in metadata or () if k == "authorization"]
+    if not values:
+        return None
+    scheme, _, token = str(values[0]).partition(" ")
+    return token.strip() if scheme.lower() == "bearer" else ""
+
+
+def caller(book: TokenBook, metadata) -> Principal:
+    """Who makes a call the interceptor let through (OPEN_CALLER when the API runs open)."""
+    if book.empty:
+        return OPEN_CALLER
+    token = bearer_token(metadata)
+    who = book.lookup(token) if token else None
+    if who is None:  # the interceptor refuses these; never trust a call it did not see
+        raise PermissionError("no valid bearer token")
+    return who
+
+
 def _refuse(handler: grpc.RpcMethodHandler, code: grpc.StatusCode, message: str):
     def abort(request, context):
         context.abort(code, message)
@@ -133,21 +162,21 @@ class BearerAuthInterceptor(grpc.ServerInterceptor):
         method = details.method
         if handler is None or method.startswith(OPEN_PREFIXES) or self.book.empty:
             return handler
-        values = [v for k, v in details.invocation_metadata if k == "authorization"]
-        if not values:
+        token = bearer_token(details.invocation_metadata)
+        if token is None:
             return _refuse(
                 handler,
                 grpc.StatusCode.UNAUTHENTICATED,
                 "missing 'authorization: Bearer <token>' metadata",
             )
-        scheme, _, token = str(values[0]).partition(" ")
-        who = self.book.lookup(token.strip()) if scheme.lower() == "bearer" else None
+        who = self.book.lookup(token) if token else None
         if who is None:
             return _refuse(handler, grpc.StatusCode.UNAUTHENTICATED, "invalid bearer token")
-        if method in ADMIN_METHODS and who.role != "admin":
+        roles = NEEDS.get(method)
+        if roles and who.role not in roles:
             return _refuse(
                 handler,
                 grpc.StatusCode.PERMISSION_DENIED,
-                f"{method} needs role admin; token {who.name!r} has role {who.role}",
+                f"{method} needs role {' or '.join(roles)}; token {who.name!r} has role {who.role}",
             )
         return handler

@@ -29,7 +29,7 @@ from alembic.config import Config
 from sqlalchemy.dialects.postgresql import insert
 
 from services.common.blobstore import BlobStore
-from services.store.adapters.schema import defects, inspections
+from services.store.adapters.schema import defects, inspections, reviews
 from services.store.logic import Cursor, Filter, RetentionPolicy
 
 MIGRATIONS = Path(__file__).resolve().parent.parent / "migrations"
@@ -128,7 +128,28 @@ def where_clauses(f: Filter) -> list[sa.ColumnElement[bool]]:
                 defects.c.inspection_id == c.id, defects.c.defect_class.in_(f.defect_classes)
             )
         )
+    if f.review_state:
+        reviewed = sa.exists().where(reviews.c.inspection_id == c.id)
+        out.append(reviewed if f.review_state == 2 else sa.not_(reviewed))
+    if f.reviewed_dispositions:
+        latest = (
+            sa.select(reviews.c.disposition)
+            .where(reviews.c.inspection_id == c.id)
+            .order_by(reviews.c.id.desc())
+            .limit(1)
+            .scalar_subquery()
+        )
+        out.append(latest.in_(f.reviewed_dispositions))
+    if 0.0 < f.sample_fraction < 1.0:
+        # hashtext is stable for a PostgreSQL major version: the same records every time
+        bucket = sa.func.mod(
+            sa.func.abs(sa.cast(sa.func.hashtext(c.frame_id), sa.BigInteger)), SAMPLE_BUCKETS
+        )
+        out.append(bucket < int(round(f.sample_fraction * SAMPLE_BUCKETS)))
     return out
+
+
+SAMPLE_BUCKETS = 1_000_000
 
 
 RECORD_COLUMNS = (
@@ -176,6 +197,54 @@ def list_page(conn: sa.Connection, f: Filter, after: Cursor, limit: int, max_byt
     # a short page means every matching row below the frontier has been returned
     resume = Cursor(rows[-1].tx_id, rows[-1].id) if more else max(after, Cursor.frontier(xmin))
     return Page(rows, more, resume)
+
+
+def reviews_of(conn: sa.Connection, inspection_ids: Sequence[int]) -> dict[int, list[sa.Row]]:
+    """Reviews of these inspections, oldest first, with the frame id."""
+    if not inspection_ids:
+        return {}
+    r = reviews.c
+    rows = conn.execute(
+        sa.select(r, inspections.c.frame_id)
+        .join(inspections, inspections.c.id == r.inspection_id)
+        .where(r.inspection_id.in_(list(inspection_ids)))
+        .order_by(r.inspection_id, r.id)
+    ).all()
+    out: dict[int, list[sa.Row]] = {}
+    for row in rows:
+        out.setdefault(row.inspection_id, []).append(row)
+    return out
+
+
+def add_review(
+    engine: sa.Engine,
+    frame_id: str,
+    values: dict,
+    timeout_s: float | None,
+) -> sa.Row | None:
+    """Store a review of the inspection with this frame id (None when there is none); the
+    machine verdict and score are copied from the record, which stays unchanged."""
+    with engine.begin() as conn:
+        if timeout_s is not None:
+            conn.execute(sa.text(f"SET LOCAL statement_timeout = {max(1, int(timeout_s * 1000))}"))
+        target = conn.execute(
+            sa.select(inspections.c.id, inspections.c.verdict, inspections.c.score).where(
+                inspections.c.frame_id == frame_id
+            )
+        ).first()
+        if target is None:
+            return None
+        new = conn.execute(
+            insert(reviews)
+            .values(
+                inspection_id=target.id,
+                machine_verdict=target.verdict,
+                machine_score=target.score,
+                **values,
+            )
+            .returning(*reviews.c, sa.literal(frame_id, sa.String).label("frame_id"))
+        ).one()
+    return new
 
 
 def get_by_frame(conn: sa.Connection, frame_id: str) -> sa.Row | None:

@@ -22,7 +22,7 @@ from grpc_reflection.v1alpha import reflection
 from services.common.blobstore import BlobStore
 from services.common.images import encode_png, png_size
 from services.store.adapters import db
-from services.store.adapters.auth import BearerAuthInterceptor, TokenBook
+from services.store.adapters.auth import BearerAuthInterceptor, Principal, TokenBook, caller
 from services.store.adapters.images import (
     ImageCorrupt,
     ImageGone,
@@ -35,6 +35,7 @@ from services.store.logic import (
     Cursor,
     Filter,
     RetentionPolicy,
+    check_review,
     decode_cursor,
     page_size,
     rates,
@@ -105,17 +106,42 @@ def to_filter(pb: query_pb2.InspectionFilter) -> Filter:
         part_id=pb.part_id,
         defect_classes=tuple(pb.defect_classes),
         model_versions=dict(pb.model_versions),
+        review_state=int(pb.review_state),
+        sample_fraction=pb.sample_fraction,
+        reviewed_dispositions=tuple(int(v) for v in pb.reviewed_dispositions),
     ).check()
 
 
-def record(row: sa.Row) -> query_pb2.InspectionRecord:
+def review(row: sa.Row) -> query_pb2.Review:
+    return query_pb2.Review(
+        frame_id=row.frame_id,
+        disposition=row.disposition,
+        defect_class=row.defect_class,
+        comment=row.comment,
+        reviewer=row.reviewer,
+        reviewer_role=row.reviewer_role,
+        reviewed_unix_ns=row.reviewed_unix_ns,
+        machine_verdict=row.machine_verdict,
+        machine_score=row.machine_score,
+        review_id=row.id,
+    )
+
+
+def record(row: sa.Row, reviews: list[sa.Row] | None = None) -> query_pb2.InspectionRecord:
     msg = inspections_pb2.Inspection.FromString(row.payload)
     return query_pb2.InspectionRecord(
         inspection=msg,
         stored_unix_ns=row.stored_unix_ns,
         cursor=Cursor(row.tx_id, row.id).encode(),
         image_available=bool(row.has_image),
+        reviews=[review(r) for r in reviews or ()],
     )
+
+
+def records(conn: sa.Connection, rows: list[sa.Row]) -> list[query_pb2.InspectionRecord]:
+    """Records with their reviews, read in the caller's transaction."""
+    by_id = db.reviews_of(conn, [r.id for r in rows])
+    return [record(r, by_id.get(r.id)) for r in rows]
 
 
 @dataclass(frozen=True)
@@ -175,8 +201,10 @@ class InspectionQueryServicer(query_pb2_grpc.InspectionQueryServicer):
         options: ApiOptions,
         blobs: BlobStore | None = None,
         feed: db.ChangeFeed | None = None,
+        book: TokenBook | None = None,
     ) -> None:
         self.engine = engine
+        self.book = book or TokenBook()
         self.opt = options
         self.blobs = blobs
         self.feed = feed
@@ -191,11 +219,12 @@ class InspectionQueryServicer(query_pb2_grpc.InspectionQueryServicer):
                 raise ValueError("frame_id is required")
             with db.reading(self.engine, _remaining(context)) as conn:
                 row = db.get_by_frame(conn, request.frame_id)
-            if row is None:
+                found = records(conn, [row]) if row is not None else []
+            if not found:
                 raise Refused(
                     grpc.StatusCode.NOT_FOUND, f"no inspection with frame_id {request.frame_id!r}"
                 )
-            return record(row)
+            return found[0]
 
         return guarded(context, run)
 
@@ -204,12 +233,12 @@ class InspectionQueryServicer(query_pb2_grpc.InspectionQueryServicer):
             if not request.part_id:
                 raise ValueError("part_id is required")
             with db.reading(self.engine, _remaining(context)) as conn:
-                rows = db.get_by_part(conn, request.part_id, self.opt.max_page_size)
-            if not rows:
+                found = records(conn, db.get_by_part(conn, request.part_id, self.opt.max_page_size))
+            if not found:
                 raise Refused(
                     grpc.StatusCode.NOT_FOUND, f"no inspection of part_id {request.part_id!r}"
                 )
-            return query_pb2.GetByPartResponse(records=[record(r) for r in rows])
+            return query_pb2.GetByPartResponse(records=found)
 
         return guarded(context, run)
 
@@ -220,8 +249,9 @@ class InspectionQueryServicer(query_pb2_grpc.InspectionQueryServicer):
             size = page_size(request.page_size, self.opt.max_page_size)
             with db.reading(self.engine, _remaining(context)) as conn:
                 page = db.list_page(conn, f, after, size, self.opt.max_page_bytes)
+                found = records(conn, page.rows)
             return query_pb2.ListInspectionsResponse(
-                records=[record(r) for r in page.rows],
+                records=found,
                 next_page_token=page.resume.encode() if page.more else "",
                 resume_cursor=page.resume.encode(),
             )
@@ -283,15 +313,15 @@ class InspectionQueryServicer(query_pb2_grpc.InspectionQueryServicer):
         while context.is_active() and not self.stopping.is_set():
             seen = self.feed.version if self.feed else 0
 
-            def read(after: Cursor = cursor) -> db.Page:
+            def read(after: Cursor = cursor) -> tuple[db.Page, list[query_pb2.InspectionRecord]]:
                 with db.reading(self.engine, _remaining(context)) as conn:
-                    return db.list_page(
+                    page = db.list_page(
                         conn, f, after, self.opt.max_page_size, self.opt.max_page_bytes
                     )
+                    return page, records(conn, page.rows)
 
-            page = guarded(context, read)
-            for r in page.rows:
-                rec = record(r)
+            page, found = guarded(context, read)
+            for rec in found:
                 yield query_pb2.WatchInspectionsResponse(record=rec, cursor=rec.cursor)
             cursor = page.resume
             now = time.monotonic()
@@ -348,6 +378,54 @@ class InspectionQueryServicer(query_pb2_grpc.InspectionQueryServicer):
             )
 
         return guarded(context, run)
+
+    # --- reviews ---------------------------------------------------------------------
+
+    def SubmitReview(self, request, context):
+        def run():
+            if not request.frame_id:
+                raise ValueError("frame_id is required")
+            cls, comment = check_review(
+                int(request.disposition), request.defect_class, request.comment
+            )
+            who = self._caller(context)
+            row = db.add_review(
+                self.engine,
+                request.frame_id,
+                {
+                    "disposition": int(request.disposition),
+                    "defect_class": cls,
+                    "comment": comment,
+                    "reviewer": who.name,
+                    "reviewer_role": who.role,
+                    "reviewed_unix_ns": time.time_ns(),
+                },
+                _remaining(context),
+            )
+            if row is None:
+                raise Refused(
+                    grpc.StatusCode.NOT_FOUND, f"no inspection with frame_id {request.frame_id!r}"
+                )
+            log.info(
+                "review of %s by %s: %s %s",
+                request.frame_id,
+                who.name or "(open API)",
+                row.disposition,
+                cls,
+            )
+            return review(row)
+
+        return guarded(context, run)
+
+    def WhoAmI(self, request, context):
+        who = self._caller(context)
+        return query_pb2.WhoAmIResponse(
+            name=who.name, role=who.role, authenticated=not self.book.empty
+        )
+
+    def _caller(self, context: grpc.ServicerContext) -> Principal:
+        # the interceptor already refused calls without a valid token
+        return caller(self.book, context.invocation_metadata())
 
     # --- admin -----------------------------------------------------------------------
 
@@ -422,7 +500,7 @@ def serve(engine: sa.Engine, s: StoreSettings, blobs: BlobStore | None = None) -
             "(set DEFECTFLOW_STORE_TOKENS or DEFECTFLOW_STORE_TOKENS_FILE); local demo only"
         )
     feed = db.ChangeFeed(engine).start()
-    servicer = InspectionQueryServicer(engine, ApiOptions.from_settings(s), blobs, feed)
+    servicer = InspectionQueryServicer(engine, ApiOptions.from_settings(s), blobs, feed, book)
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=s.grpc_workers, thread_name_prefix="query"),
         interceptors=[BearerAuthInterceptor(book)],

@@ -92,3 +92,25 @@ defects = Table(
     Index("ix_defects_inspection", "inspection_id"),
     Index("ix_defects_class_inspection", "defect_class", "inspection_id"),
 )
+
+# Human dispositions, beside the machine verdict (never overwriting it); the latest counts.
+reviews = Table(
+    "reviews",
+    metadata,
+    Column("id", BigInteger, primary_key=True, autoincrement=True),
+    Column(
+        "inspection_id",
+        BigInteger,
+        ForeignKey("inspections.id", ondelete="CASCADE"),
+        nullable=False,
+    ),
+    Column("disposition", SmallInteger, nullable=False),  # defectflow.v1.Verdict OK / NG
+    Column("defect_class", String(64), nullable=False, server_default=""),
+    Column("comment", Text, nullable=False, server_default=""),
+    Column("reviewer", String(128), nullable=False),
+    Column("reviewer_role", String(16), nullable=False),
+    Column("reviewed_unix_ns", BigInteger, nullable=False),
+    Column("machine_verdict", SmallInteger, nullable=False),
+    Column("machine_score", Float, nullable=False),
+    Index("ix_reviews_inspection", "inspection_id", "id"),
+)
