@@ -12,6 +12,7 @@ import sqlalchemy as sa
 import typer
 
 from services.cli.chaos import app as chaos_app
+from services.cli.console import register as register_console
 from services.cli.db import app as db_app
 from services.cli.dlq import app as dlq_app
 from services.cli.offline import (
@@ -35,6 +36,7 @@ app.command("inspect")(inspect)
 app.command("eval")(evaluate)
 app.command("train")(train)
 app.add_typer(models_app, name="models")
+register_console(app)
 app.command("accuracy")(accuracy)
 app.command("calibrate")(calibrate)
 

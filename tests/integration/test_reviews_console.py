@@ -1,0 +1,182 @@
+"""The console over a real store API and PostgreSQL (no browser): sign-in and refusals,
+the gallery's filters, exports, images, and a review made in the console read back
+through gRPC. The browser test against the whole pipeline is tests/e2e/test_console.py."""
+
+from __future__ import annotations
+
+import csv
+import io
+import time
+
+import cv2
+import grpc
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+import sqlalchemy as sa
+from defectflow.v1 import common_pb2, inspections_pb2, query_pb2, query_pb2_grpc
+from fastapi.testclient import TestClient
+
+from services.common.blobstore import LocalBlobStore
+from services.console.app import create_app
+from services.console.config import ConsoleSettings
+from services.store.adapters import db, grpc_api
+from services.store.config import StoreSettings
+from services.store.logic import inspection_row
+
+pytestmark = pytest.mark.integration
+
+READ = "mes-token-0123456789abcdef"
+ANNA = "anna-token-0123456789abcdef"
+NOW = time.time_ns()
+
+
+def inspection(i: int, verdict: int, line: str) -> inspections_pb2.Inspection:
+    img = np.full((64, 96, 3), 90, np.uint8)
+    png = cv2.imencode(".png", img)[1].tobytes()
+    m = inspections_pb2.Inspection(
+        schema_version=1,
+        verdict=verdict,
+        score=1.0 + verdict,
+        complete=True,
+        model_versions={"anomaly": "7"},
+        context=common_pb2.FrameContext(
+            frame_id=f"c-{i:03d}",
+            recipe_id="brushed",
+            recipe_version=3,
+            captured_unix_ns=NOW - (100 - i) * 10**9,
+            source=common_pb2.FrameSource(line=line, station="st", camera="cam-1"),
+            image=common_pb2.ImageRef(inline_data=png, encoding="png", width=96, height=64),
+        ),
+    )
+    if verdict == 2:
+        d = m.defects.add(defect_class="scratch" if i % 2 else "dent", score=5, area_px=30)
+        d.box.x0, d.box.y0, d.box.x1, d.box.y1 = 10, 10, 40, 30
+    m.stamps.add(stage="postprocess", received_unix_ns=NOW, sent_unix_ns=NOW + 10**6)
+    return m
+
+
+@pytest.fixture(scope="module")
+def store_api(postgres, tmp_path_factory):
+    admin = sa.create_engine(postgres.url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(sa.text("drop database if exists console_api with (force)"))
+        conn.execute(sa.text("create database console_api"))
+    admin.dispose()
+    engine = sa.create_engine(postgres.url.rsplit("/", 1)[0] + "/console_api")
+    db.upgrade(engine)
+    msgs = [inspection(i, (1, 2, 3)[i % 3], f"line-{1 + i % 2}") for i in range(30)]
+    pairs = [inspection_row(m, m.SerializeToString(), time.time_ns()) for m in msgs]
+    db.write_batch(engine, [r for r, _ in pairs], [d for _, d in pairs])
+    root = tmp_path_factory.mktemp("blobs")
+    s = StoreSettings(
+        database_url=engine.url.render_as_string(hide_password=False),
+        grpc_address="127.0.0.1:0",
+        blob_root=root,
+        tokens=f"mes:read:{READ},anna:reviewer:{ANNA}",
+    )
+    api = grpc_api.serve(engine, s, LocalBlobStore(root))
+    yield api.port
+    api.stop(0)
+    engine.dispose()
+
+
+@pytest.fixture()
+def console(store_api):
+    app = create_app(ConsoleSettings(query_target=f"127.0.0.1:{store_api}", page_size=4))
+    with TestClient(app, follow_redirects=False) as client:
+        yield client
+
+
+def sign_in(client: TestClient, token: str) -> None:
+    r = client.post("/login", data={"token": token, "next": "/gallery"})
+    assert r.status_code == 303 and r.headers["location"] == "/gallery", r.text
+
+
+def test_requests_without_a_valid_token_are_refused(console):
+    assert console.get("/export.csv").status_code == 401
+    assert console.get("/img/c-001/overlay").status_code == 401
+    assert console.get("/events").status_code == 401
+    page = console.get("/gallery", headers={"accept": "text/html"})
+    assert page.status_code == 303 and page.headers["location"].startswith("/login")
+    bad = console.post("/login", data={"token": "wrong-token-0000000000"})
+    assert bad.status_code == 401 and "refused" in bad.text
+    assert console.get("/export.csv").status_code == 401
+    assert (
+        console.get("/export.csv", headers={"authorization": f"Bearer {READ}"}).status_code == 200
+    )
+
+
+def test_gallery_filters_pages_and_images(console):
+    sign_in(console, READ)
+    first = console.get("/gallery", params={"verdict": "ng", "line": "line-2"})
+    assert first.status_code == 200
+    # NG are i % 3 == 1; line-2 are odd i: i in 1, 7, 13, 19, 25 -> 5 records, 4 a page
+    assert first.text.count('class="card ') == 4
+    assert "c-001" in first.text and "c-025" not in first.text
+    assert 'id="next-page"' in first.text
+    token = first.text.split("page_token=", 1)[1].split('"', 1)[0]
+    second = console.get(
+        "/gallery?verdict=ng&line=line-2&page_token=" + token.replace("&amp;", "&")
+    )
+    assert second.text.count('class="card ') == 1 and "c-025" in second.text
+    scratch = console.get("/gallery", params={"verdict": "any", "defect_class": "dent"})
+    assert "c-004" in scratch.text and "c-001" not in scratch.text
+    bad = console.get("/gallery", params={"since": "not a time"})
+    assert bad.status_code == 400 and "since" in bad.text
+
+    thumb = console.get("/img/c-001/overlay", params={"w": 48})
+    assert thumb.headers["content-type"] == "image/jpeg"
+    assert cv2.imdecode(np.frombuffer(thumb.content, np.uint8), cv2.IMREAD_COLOR).shape == (
+        32,
+        48,
+        3,
+    )
+    frame = console.get("/img/c-001/frame")
+    assert frame.headers["content-type"] == "image/png"
+    assert console.get("/img/nope/frame").status_code == 404
+
+
+def test_exports_follow_the_filter(console):
+    sign_in(console, READ)
+    text = console.get("/export.csv", params={"verdict": "review"}).text
+    rows = list(csv.DictReader(io.StringIO(text)))
+    assert len(rows) == 10 and {r["verdict"] for r in rows} == {"REVIEW"}
+    assert rows[0]["model_versions"] == "anomaly=7" and rows[0]["recipe_version"] == "3"
+    data = console.get("/export.parquet", params={"verdict": "any", "line": "line-1"}).content
+    table = pq.read_table(io.BytesIO(data))
+    assert table.num_rows == 15 and set(table.column("line").to_pylist()) == {"line-1"}
+
+
+def test_a_review_in_the_console_is_visible_through_grpc(console, store_api):
+    sign_in(console, READ)
+    detail = console.get("/inspection/c-002")
+    assert detail.status_code == 200 and "may look but not review" in detail.text
+    refused = console.post("/inspection/c-002/review", data={"disposition": "ok"})
+    assert refused.status_code == 403
+
+    sign_in(console, ANNA)
+    queue = console.get("/review")
+    assert "c-002" in queue.text  # a REVIEW verdict waiting for a decision
+    saved = console.post(
+        "/inspection/c-002/review",
+        data={"disposition": "ng", "defect_class": "dent", "comment": "edge chip", "queue": "1"},
+    )
+    assert saved.status_code == 303 and saved.headers["location"] == "/review?saved=c-002"
+    assert "c-002" not in console.get("/review").text.split("Audit sample")[0]
+
+    stub = query_pb2_grpc.InspectionQueryStub(grpc.insecure_channel(f"127.0.0.1:{store_api}"))
+    rec = stub.GetInspection(
+        query_pb2.GetInspectionRequest(frame_id="c-002"),
+        metadata=[("authorization", f"Bearer {READ}")],
+        timeout=10,
+    )
+    assert rec.inspection.verdict == 3
+    last = rec.reviews[-1]
+    assert (last.disposition, last.defect_class, last.comment, last.reviewer) == (
+        2,
+        "dent",
+        "edge chip",
+        "anna",
+    )
+    assert "edge chip" in console.get("/inspection/c-002").text
