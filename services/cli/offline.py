@@ -158,7 +158,7 @@ def accuracy(
 
 def calibrate(
     recipe: Path = typer.Option(..., help="recipe to calibrate (rewritten, version + 1)"),
-    good: Path = typer.Option(..., help="folder of good images not used for fitting"),
+    good: Path = typer.Option(None, help="folder of good images not used for fitting"),
     defects: Path = typer.Option(None, help="optional folder of defective images"),
     models: Path = typer.Option(Path("var/up/models")),
     method: str = typer.Option(
@@ -169,9 +169,23 @@ def calibrate(
     quantile: float = typer.Option(0.99, help="quantile: p"),
     k: float = typer.Option(3.0, help="k_sigma: k"),
     report: Path = typer.Option(None, help="report folder; default next to the recipe"),
+    from_reviews: bool = typer.Option(
+        False, help="use reviewed inspections from the query API (--target/--token) instead"
+    ),
+    target: str = typer.Option("127.0.0.1:50051", help="--from-reviews: query API host:port"),
+    token: str = typer.Option("", envvar="DEFECTFLOW_TOKEN", help="--from-reviews: token"),
 ) -> None:
     """Choose thresholds from good (and optionally defective) parts and write them into the
-    recipe, not the model; report with a score histogram and the expected false-reject rate."""
+    recipe, not the model; report with a score histogram and the expected false-reject rate.
+    With --from-reviews the labelled scores are the inspections people reviewed."""
+    if from_reviews:
+        from services.cli.reviews import calibrate_from_reviews
+
+        cal = calibrate_from_reviews(recipe, target, token, None, 0, target_frr, confidence)
+        typer.echo(cal.summary() + f"\nrecipe {recipe} rewritten")
+        return
+    if good is None:
+        raise typer.BadParameter("--good is required (or --from-reviews)")
     import cv2
 
     from models.calibrate import calibrate as run_calibration

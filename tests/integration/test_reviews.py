@@ -12,7 +12,9 @@ import numpy as np
 import pytest
 import sqlalchemy as sa
 from defectflow.v1 import common_pb2, inspections_pb2, query_pb2, query_pb2_grpc
+from typer.testing import CliRunner
 
+from services.cli.main import app
 from services.cli.reviews import calibrate_from_reviews
 from services.common.blobstore import LocalBlobStore
 from services.common.recipes import load_recipe, save_recipe
@@ -257,6 +259,16 @@ def test_calibrate_from_reviews_changes_with_a_review(api, engine, tmp_path):
     assert written.thresholds.review_low < written.thresholds.image
     assert "40 OK, 11 NG" in after.summary()
     assert "escape rate on the reviewed defective parts: 0.00%" in after.summary()
+
+    # the same through the command line
+    res = CliRunner().invoke(
+        app,
+        ["calibrate", "--from-reviews", "--recipe", str(recipe), "--target", target],
+        env={"DEFECTFLOW_TOKEN": MES},
+    )
+    assert res.exit_code == 0, res.output
+    assert "40 OK, 11 NG" in res.output
+    assert load_recipe(recipe).version == 3
 
 
 def _recipes():
