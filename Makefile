@@ -6,7 +6,7 @@ PY ?= python3
 help:  ## list the targets
 	@grep -E '^[a-z]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-8s %s\n", $$1, $$2}'
 
-setup:  ## install system packages (PostgreSQL 15) and the project with its test extras
+setup:  ## install system packages (PostgreSQL 15, Prometheus) and the project with its test extras
 	bash .ci/setup
 
 demo: setup  ## the local multi-line demo: broker, Triton, PostgreSQL, five services, 2 lines x 2 cameras

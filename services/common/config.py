@@ -16,6 +16,7 @@ class StageSettings(BaseSettings):
     blob_root: Path = Path("var/blobs")
     recipes_dir: Path = Path("var/recipes")
     metrics_port: int = 0  # 0 = no /metrics endpoint
+    metrics_addr: str = "127.0.0.1"  # 0.0.0.0 in a pod, so Prometheus can scrape it
     poll_timeout_ms: int = 200
     max_poll_records: int = 64
     session_timeout_ms: int = 6000  # Tansu's first join waits ~half of this
