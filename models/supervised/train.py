@@ -32,9 +32,9 @@ OPSET = 17
 class TrainConfig:
     tile: int = 128
     overlap: int = 16
-    per_type: int = 24  # images per family and defect type (half subtle)
+    per_type: int = 32  # images per family and defect type (half subtle)
     good_per_family: int = 20
-    epochs: int = 40
+    epochs: int = 50
     batch: int = 64
     lr: float = 2e-3
     seed: int = 0

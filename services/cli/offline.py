@@ -99,9 +99,9 @@ def evaluate(
 
 def train(
     workdir: Path = typer.Option(Path("var/up"), help="writes WORKDIR/models/defects/1/"),
-    per_type: int = typer.Option(24, help="training images per family and defect type"),
+    per_type: int = typer.Option(32, help="training images per family and defect type"),
     good_per_family: int = typer.Option(20),
-    epochs: int = typer.Option(40),
+    epochs: int = typer.Option(50),
     seed: int = typer.Option(0),
 ) -> None:
     """Train DefectNet (segmentation, detection, classification heads on frozen Lite0

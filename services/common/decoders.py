@@ -134,3 +134,33 @@ def cls_logits(logits: np.ndarray) -> np.ndarray:
     if logits.ndim != 2 or logits.shape[1] < 2:
         raise _bad(f"cls_logits: shape {logits.shape}, expected [B, K+1] with K >= 1")
     return softmax(logits, axis=1)
+
+
+def detector_boxes(
+    outputs: dict[str, np.ndarray], decoder: str, score_min: float, n: int
+) -> list[list[Det]]:
+    """Per tile, the boxes of a detector recipe entry (model-input pixels).
+
+    defectnet: our DefectNet's `detections` output (YOLO layout); yolo: an Ultralytics
+    export, whose single output is named `output0` (any single output is accepted)."""
+    if decoder == "defectnet":
+        if "detections" not in outputs:
+            raise _bad(f"defectnet: no output 'detections' (got {sorted(outputs)})")
+        raw = outputs["detections"]
+    elif decoder == "yolo":
+        raw = outputs.get("output0")
+        if raw is None:
+            if len(outputs) != 1:
+                raise _bad(f"yolo: expected one output or 'output0', got {sorted(outputs)}")
+            raw = next(iter(outputs.values()))
+    else:
+        raise _bad(f"unknown detector decoder {decoder!r}")
+    boxes = yolo(raw, score_min=score_min)
+    if len(boxes) != n:
+        raise _bad(f"{decoder}: {len(boxes)} images decoded for {n} tiles")
+    return boxes
+
+
+def scale(d: Det, sx: float, sy: float) -> Det:
+    """Model-input pixels -> tile pixels (tiles are resized to the model input)."""
+    return Det(d.x0 * sx, d.y0 * sy, d.x1 * sx, d.y1 * sy, d.score, d.cls)

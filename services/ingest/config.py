@@ -17,7 +17,8 @@ class IngestSettings(StageSettings):
     fps: float = 2.0  # per camera
     frames: int = 0  # per camera; 0 = until stopped
     family: str = "brushed_metal"
-    recipe_id: str = "brushed-metal"
+    recipe_id: str = "brushed-metal"  # for lines the line-recipe file does not name
+    line_recipes_path: Path | None = None  # YAML line -> recipe id; changeover at runtime
     defect_rate: float = 0.3
     defect_types: str = "scratch,spot,hole,contamination,crack"
     width: int = 512

@@ -19,6 +19,7 @@ from services.common.images import encode_png, sha256
 from services.common.kafka_admin import ensure_topics
 from services.common.logs import setup_logging
 from services.common.stage import EXIT_SHUTDOWN_TIMEOUT, SHUTDOWN_TIMEOUT_S, make_producer
+from services.ingest.adapters.assignments import LineRecipes
 from services.ingest.adapters.cameras import (
     Camera,
     FolderCamera,
@@ -79,7 +80,13 @@ def build_cameras(s: IngestSettings) -> list[Camera]:
 
 
 def frame_message(
-    s: IngestSettings, cam: Camera, image, blobs: LocalBlobStore, seq: int, instance: str
+    s: IngestSettings,
+    cam: Camera,
+    image,
+    blobs: LocalBlobStore,
+    seq: int,
+    instance: str,
+    recipe_id: str | None = None,
 ) -> frames_pb2.Frame:
     received = time.time_ns()
     frame_id = new_frame_id()
@@ -99,7 +106,7 @@ def frame_message(
         ref.inline_data = data
     ctx = common_pb2.FrameContext(
         frame_id=frame_id,
-        recipe_id=s.recipe_id,
+        recipe_id=recipe_id or s.recipe_id,
         recipe_version=0,
         part_id=f"{cam.name}-{seq:08d}",
         captured_unix_ns=received,
@@ -187,6 +194,7 @@ def run(s: IngestSettings, stop: threading.Event) -> int:
         log.info("resending %d frames captured but not acknowledged before a restart", len(resend))
         FRAMES_RESENT.inc(len(resend))
         sender.unacked = resend
+    line_recipes = LineRecipes(s.line_recipes_path, s.recipe_id)
     start = time.monotonic()
     pacers = [Pacer(1.0 / s.fps, s.max_lag_frames, start) for _ in cams]
     active = [True] * len(cams)
@@ -210,7 +218,8 @@ def run(s: IngestSettings, stop: threading.Event) -> int:
             if cap is None or (s.frames and seqs[i] >= s.frames):
                 active[i] = False
                 continue
-            msg = frame_message(s, cam, cap.image, blobs, seqs[i], instance)
+            recipe_id = line_recipes.recipe_for(cam.line)
+            msg = frame_message(s, cam, cap.image, blobs, seqs[i], instance, recipe_id)
             seqs[i] += 1
             item = Spooled(
                 msg.context.frame_id,

@@ -23,6 +23,7 @@ import cv2
 import numpy as np
 
 from models.anomaly.train import OnnxRunner, recipe_tiles
+from services.common import decoders
 from services.common.domain import Decision
 from services.common.recipes import Recipe, load_recipe
 from services.postprocess.logic import assess
@@ -54,29 +55,59 @@ class Result:
 
 def find_model(recipe: Recipe, models_dir: Path) -> Path:
     """<models_dir>/<model name>/<version>/model.onnx: the recipe's version, else the highest."""
-    root = Path(models_dir) / recipe.model.name
-    if recipe.model.version:
-        path = root / recipe.model.version / "model.onnx"
+    return find_model_named(recipe.model.name, recipe.model.version, models_dir, recipe.id)
+
+
+def find_model_named(name: str, version: str, models_dir: Path, recipe_id: str = "") -> Path:
+    root = Path(models_dir) / name
+    if version:
+        path = root / version / "model.onnx"
     else:
         versions = sorted((int(p.name) for p in root.glob("*") if p.name.isdigit()), reverse=True)
         path = root / str(versions[0]) / "model.onnx" if versions else root / "1" / "model.onnx"
     if not path.exists():
         raise FileNotFoundError(
-            f"no model {path} for recipe {recipe.id!r}; run `defectflow fit` first "
-            f"or point --models at the folder that holds {recipe.model.name}/"
+            f"no model {path} for recipe {recipe_id!r}; run `defectflow fit` first "
+            f"or point --models at the folder that holds {name}/"
         )
     return path
 
 
 class Inspector:
-    def __init__(self, recipe: Recipe, onnx_path: Path, threads: int = 0) -> None:
+    def __init__(
+        self,
+        recipe: Recipe,
+        onnx_path: Path,
+        threads: int = 0,
+        detector_path: Path | None = None,
+    ) -> None:
         self.recipe = recipe
         self.runner = OnnxRunner(onnx_path, threads)
+        if recipe.detector is not None and detector_path is None:
+            raise ValueError(f"recipe {recipe.id!r} names a detector; its model path is needed")
+        self.detector = OnnxRunner(detector_path, threads) if detector_path else None
 
     @classmethod
     def from_paths(cls, recipe_path: Path, models_dir: Path) -> Inspector:
         recipe = load_recipe(recipe_path)
-        return cls(recipe, find_model(recipe, models_dir))
+        det = None
+        if recipe.detector is not None:
+            det = find_model_named(recipe.detector.name, recipe.detector.version, models_dir)
+        return cls(recipe, find_model(recipe, models_dir), detector_path=det)
+
+    def detections(self, rects, tiles) -> list:
+        if self.detector is None or self.recipe.detector is None:
+            return []
+        d = self.recipe.detector
+        per_tile = decoders.detector_boxes(
+            self.detector.run(tiles), d.decoder, d.score_min, len(rects)
+        )
+        size = self.recipe.tiling.model_input
+        return [
+            (r, decoders.scale(b, r.width / size, r.height / size))
+            for r, boxes in zip(rects, per_tile, strict=True)
+            for b in boxes
+        ]
 
     def inspect(self, image: np.ndarray, name: str = "") -> Result:
         h, w = image.shape[:2]
@@ -88,7 +119,11 @@ class Inspector:
         rects, tiles = recipe_tiles(image, self.recipe)
         maps, _ = self.runner(tiles)
         decision, amap = assess(
-            self.recipe, (w, h), list(zip(rects, maps, strict=True)), len(rects)
+            self.recipe,
+            (w, h),
+            list(zip(rects, maps, strict=True)),
+            len(rects),
+            tile_detections=self.detections(rects, tiles),
         )
         return Result(name, decision, amap)
 

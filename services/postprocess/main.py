@@ -14,6 +14,7 @@ from kafka.consumer.fetcher import ConsumerRecord
 
 from services.common import topics
 from services.common.codec import decode, stamp
+from services.common.decoders import Det
 from services.common.domain import Decision, TileRect
 from services.common.errors import BadInput, about_frame
 from services.common.logs import setup_logging
@@ -21,7 +22,7 @@ from services.common.recipes import Recipe, RecipeBook
 from services.common.stage import Handled, Output, dead_letter, run_stage
 from services.common.tensors import from_tensor
 from services.postprocess.config import PostprocessSettings
-from services.postprocess.logic import decide, find_defects, stitch
+from services.postprocess.logic import assess
 
 
 @dataclass
@@ -36,6 +37,7 @@ class FrameAssembly:
     records: list[ConsumerRecord] = field(default_factory=list)
     stamps: list[common_pb2.StageStamp] = field(default_factory=list)
     model_versions: dict[str, str] = field(default_factory=dict)
+    detections: list[tuple[TileRect, Det]] = field(default_factory=list)
 
 
 class PostprocessHandler:
@@ -115,8 +117,12 @@ class PostprocessHandler:
             if r.index >= fa.tiles_total:
                 raise BadInput("bad_tiles", f"tile index {r.index} >= tiles_total {fa.tiles_total}")
             tmap = from_tensor(t.anomaly_map, (size, size))
-            parsed.append((r.index, TileRect(r.x, r.y, r.width, r.height, r.index), tmap, t.score))
-        for index, rect, tmap, score in parsed:
+            rect = TileRect(r.x, r.y, r.width, r.height, r.index)
+            dets = [_detection(d, fa.recipe) for d in t.detections]
+            parsed.append((r.index, rect, tmap, t.score, dets))
+        for index, rect, tmap, score, dets in parsed:
+            if index not in fa.tiles:  # a redelivered chunk must not add its boxes twice
+                fa.detections += [(rect, d) for d in dets]
             fa.tiles[index] = (rect, tmap, score)
         fa.model_versions.update(chunk.model_versions)
         fa.records.append(record)
@@ -124,26 +130,33 @@ class PostprocessHandler:
 
     def _finish(self, frame_id: str, complete: bool) -> Output:
         fa = self.frames.pop(frame_id)
-        recipe, ctx = fa.recipe, fa.context
-        th = recipe.thresholds
-        if fa.tiles:
-            amap = stitch(
-                (ctx.image.width, ctx.image.height),
-                [(rect, tmap) for rect, tmap, _ in fa.tiles.values()],
-                recipe.tiling.stitch,
-            )
-            score = float(amap.max())
-            defects = find_defects(
-                amap, th.pixel, th.min_defect_area_px, recipe.pixel_pitch_mm, recipe.defect_class
-            )
-        else:
-            score, defects = float("nan"), []
-        decision = decide(
-            score, defects, th.image, th.review_low, complete, fa.tiles_total, len(fa.tiles)
+        ctx = fa.context
+        decision, _ = assess(
+            fa.recipe,
+            (ctx.image.width, ctx.image.height),
+            [(rect, tmap) for rect, tmap, _ in fa.tiles.values()],
+            fa.tiles_total,
+            complete=complete,
+            tile_detections=fa.detections,
         )
         msg = inspection_message(ctx, decision, fa, complete)
         stamp(msg, "postprocess", fa.received_ns, time.time_ns(), self.instance)
         return Output(topics.INSPECTIONS, fa.key, msg.SerializeToString())
+
+
+def _detection(d: predictions_pb2.TileDetection, recipe: Recipe) -> Det:
+    det = recipe.detector
+    if det is None:
+        raise BadInput(
+            "bad_model_output", f"detector boxes for recipe {recipe.id!r}, which has none"
+        )
+    if d.class_index >= len(det.classes):
+        raise BadInput(
+            "bad_model_output",
+            f"detector class index {d.class_index} >= {len(det.classes)} classes of {det.name}",
+        )
+    b = d.box
+    return Det(b.x0, b.y0, b.x1, b.y1, d.score, d.class_index)
 
 
 def inspection_message(

@@ -79,3 +79,66 @@ def test_scratch_across_tile_borders_is_one_defect(stack, tmp_path):
     assert x0 <= P0[0] + 5 and x1 >= P1[0] - 5, "the record covers the whole scratch"
     assert y0 <= P0[1] + 5 and y1 >= P1[1] - 5
     assert x1 - x0 <= (P1[0] - P0[0]) + 60, "and not much more"
+
+
+def test_a_recipe_with_a_detector_runs_both_models_through_triton(stack, tmp_path):
+    """Changeover by recipe id on the frame: the same line switches to a recipe that also
+    runs DefectNet; its boxes reach postprocess and the model versions are recorded."""
+    from models.synth.parts import DEFECT_TYPES
+    from services.common.recipes import Detector, load_recipe, save_recipe
+    from tests.e2e.test_pipeline import wait_for
+
+    base = load_recipe(stack.prepared.recipe_path)
+    recipe = base.model_copy(
+        update={"id": "brushed-metal-det", "detector": Detector(classes=DEFECT_TYPES)}
+    )
+    save_recipe(recipe, stack.prepared.recipe_path.parent / "brushed-metal-det.yaml")
+    folder = tmp_path / "camera"
+    folder.mkdir()
+    image, _ = render_part("brushed_metal", 99, (512, 512), "hole", "obvious")
+    cv2.imwrite(str(folder / "part.png"), image)
+    truth_path = tmp_path / "truth.jsonl"
+    if "tiling" not in stack.services:
+        stack.start_pipeline()
+    ingest = stack.start_service(
+        "ingest",
+        {
+            "source": "folder",
+            "source_path": str(folder),
+            "recipe_id": "brushed-metal-det",
+            "lines": "1",
+            "cameras_per_line": "1",
+            "frames": "1",
+            "ground_truth_path": str(truth_path),
+            "spool_dir": str(tmp_path / "spool"),
+        },
+        replica=8,
+    )
+    ingest.proc.wait(timeout=120)
+    assert ingest.proc.returncode == 0, f"ingest failed, see {ingest.log_path}"
+    (frame_id,) = [json.loads(line)["frame_id"] for line in truth_path.read_text().splitlines()]
+    engine = sa.create_engine(stack.postgres.url)
+
+    def record():
+        with engine.connect() as conn:
+            return conn.execute(
+                sa.text(
+                    "select id, verdict, recipe_id, model_versions from inspections "
+                    "where frame_id = :f"
+                ),
+                {"f": frame_id},
+            ).first()
+
+    row = wait_for(record, 120, f"the inspection of frame {frame_id}")
+    assert row.recipe_id == "brushed-metal-det"
+    assert set(row.model_versions) == {base.model.name, "defects"}
+    assert row.verdict == 2  # an obvious hole
+    with engine.connect() as conn:
+        classes = (
+            conn.execute(
+                sa.text("select defect_class from defects where inspection_id = :i"), {"i": row.id}
+            )
+            .scalars()
+            .all()
+        )
+    assert classes and set(classes) <= {*DEFECT_TYPES, base.defect_class}

@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from defectflow.v1 import common_pb2 as defectflow_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1f\x64\x65\x66\x65\x63tflow/v1/predictions.proto\x12\rdefectflow.v1\x1a\x1a\x64\x65\x66\x65\x63tflow/v1/common.proto\"r\n\x0eTilePrediction\x12%\n\x04rect\x18\x01 \x01(\x0b\x32\x17.defectflow.v1.TileRect\x12\r\n\x05score\x18\x02 \x01(\x02\x12*\n\x0b\x61nomaly_map\x18\x03 \x01(\x0b\x32\x15.defectflow.v1.Tensor\"\xb6\x03\n\x0fPredictionChunk\x12\x16\n\x0eschema_version\x18\x01 \x01(\r\x12,\n\x07\x63ontext\x18\x02 \x01(\x0b\x32\x1b.defectflow.v1.FrameContext\x12\x13\n\x0btiles_total\x18\x03 \x01(\r\x12\x13\n\x0b\x63hunk_index\x18\x04 \x01(\r\x12\x14\n\x0c\x63hunks_total\x18\x05 \x01(\r\x12\r\n\x05roi_x\x18\x06 \x01(\r\x12\r\n\x05roi_y\x18\x07 \x01(\r\x12\x11\n\troi_width\x18\x08 \x01(\r\x12\x12\n\nroi_height\x18\t \x01(\r\x12,\n\x05tiles\x18\n \x03(\x0b\x32\x1d.defectflow.v1.TilePrediction\x12I\n\x0emodel_versions\x18\x0b \x03(\x0b\x32\x31.defectflow.v1.PredictionChunk.ModelVersionsEntry\x12)\n\x06stamps\x18\x0c \x03(\x0b\x32\x19.defectflow.v1.StageStamp\x1a\x34\n\x12ModelVersionsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1f\x64\x65\x66\x65\x63tflow/v1/predictions.proto\x12\rdefectflow.v1\x1a\x1a\x64\x65\x66\x65\x63tflow/v1/common.proto\"\xa4\x01\n\x0eTilePrediction\x12%\n\x04rect\x18\x01 \x01(\x0b\x32\x17.defectflow.v1.TileRect\x12\r\n\x05score\x18\x02 \x01(\x02\x12*\n\x0b\x61nomaly_map\x18\x03 \x01(\x0b\x32\x15.defectflow.v1.Tensor\x12\x30\n\ndetections\x18\x04 \x03(\x0b\x32\x1c.defectflow.v1.TileDetection\"T\n\rTileDetection\x12\x1f\n\x03\x62ox\x18\x01 \x01(\x0b\x32\x12.defectflow.v1.Box\x12\r\n\x05score\x18\x02 \x01(\x02\x12\x13\n\x0b\x63lass_index\x18\x03 \x01(\r\"\xb6\x03\n\x0fPredictionChunk\x12\x16\n\x0eschema_version\x18\x01 \x01(\r\x12,\n\x07\x63ontext\x18\x02 \x01(\x0b\x32\x1b.defectflow.v1.FrameContext\x12\x13\n\x0btiles_total\x18\x03 \x01(\r\x12\x13\n\x0b\x63hunk_index\x18\x04 \x01(\r\x12\x14\n\x0c\x63hunks_total\x18\x05 \x01(\r\x12\r\n\x05roi_x\x18\x06 \x01(\r\x12\r\n\x05roi_y\x18\x07 \x01(\r\x12\x11\n\troi_width\x18\x08 \x01(\r\x12\x12\n\nroi_height\x18\t \x01(\r\x12,\n\x05tiles\x18\n \x03(\x0b\x32\x1d.defectflow.v1.TilePrediction\x12I\n\x0emodel_versions\x18\x0b \x03(\x0b\x32\x31.defectflow.v1.PredictionChunk.ModelVersionsEntry\x12)\n\x06stamps\x18\x0c \x03(\x0b\x32\x19.defectflow.v1.StageStamp\x1a\x34\n\x12ModelVersionsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -34,10 +34,12 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_PREDICTIONCHUNK_MODELVERSIONSENTRY']._loaded_options = None
   _globals['_PREDICTIONCHUNK_MODELVERSIONSENTRY']._serialized_options = b'8\001'
-  _globals['_TILEPREDICTION']._serialized_start=78
-  _globals['_TILEPREDICTION']._serialized_end=192
-  _globals['_PREDICTIONCHUNK']._serialized_start=195
-  _globals['_PREDICTIONCHUNK']._serialized_end=633
-  _globals['_PREDICTIONCHUNK_MODELVERSIONSENTRY']._serialized_start=581
-  _globals['_PREDICTIONCHUNK_MODELVERSIONSENTRY']._serialized_end=633
+  _globals['_TILEPREDICTION']._serialized_start=79
+  _globals['_TILEPREDICTION']._serialized_end=243
+  _globals['_TILEDETECTION']._serialized_start=245
+  _globals['_TILEDETECTION']._serialized_end=329
+  _globals['_PREDICTIONCHUNK']._serialized_start=332
+  _globals['_PREDICTIONCHUNK']._serialized_end=770
+  _globals['_PREDICTIONCHUNK_MODELVERSIONSENTRY']._serialized_start=718
+  _globals['_PREDICTIONCHUNK_MODELVERSIONSENTRY']._serialized_end=770
 # @@protoc_insertion_point(module_scope)

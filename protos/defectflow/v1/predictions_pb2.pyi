@@ -8,14 +8,26 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class TilePrediction(_message.Message):
-    __slots__ = ("rect", "score", "anomaly_map")
+    __slots__ = ("rect", "score", "anomaly_map", "detections")
     RECT_FIELD_NUMBER: _ClassVar[int]
     SCORE_FIELD_NUMBER: _ClassVar[int]
     ANOMALY_MAP_FIELD_NUMBER: _ClassVar[int]
+    DETECTIONS_FIELD_NUMBER: _ClassVar[int]
     rect: _common_pb2.TileRect
     score: float
     anomaly_map: _common_pb2.Tensor
-    def __init__(self, rect: _Optional[_Union[_common_pb2.TileRect, _Mapping]] = ..., score: _Optional[float] = ..., anomaly_map: _Optional[_Union[_common_pb2.Tensor, _Mapping]] = ...) -> None: ...
+    detections: _containers.RepeatedCompositeFieldContainer[TileDetection]
+    def __init__(self, rect: _Optional[_Union[_common_pb2.TileRect, _Mapping]] = ..., score: _Optional[float] = ..., anomaly_map: _Optional[_Union[_common_pb2.Tensor, _Mapping]] = ..., detections: _Optional[_Iterable[_Union[TileDetection, _Mapping]]] = ...) -> None: ...
+
+class TileDetection(_message.Message):
+    __slots__ = ("box", "score", "class_index")
+    BOX_FIELD_NUMBER: _ClassVar[int]
+    SCORE_FIELD_NUMBER: _ClassVar[int]
+    CLASS_INDEX_FIELD_NUMBER: _ClassVar[int]
+    box: _common_pb2.Box
+    score: float
+    class_index: int
+    def __init__(self, box: _Optional[_Union[_common_pb2.Box, _Mapping]] = ..., score: _Optional[float] = ..., class_index: _Optional[int] = ...) -> None: ...
 
 class PredictionChunk(_message.Message):
     __slots__ = ("schema_version", "context", "tiles_total", "chunk_index", "chunks_total", "roi_x", "roi_y", "roi_width", "roi_height", "tiles", "model_versions", "stamps")

@@ -45,10 +45,18 @@ class TritonModels:
     def infer_many(
         self, model: str, version: str, batches: list[np.ndarray]
     ) -> list[tuple[np.ndarray, np.ndarray, str]]:
-        """Run all batches with up to max_in_flight requests at once; results in order."""
+        """An anomaly model's (anomaly_map, score, served version) per batch, in order."""
+        results = self.infer_outputs(model, version, batches, ("anomaly_map", "score"))
+        return [(out["anomaly_map"], out["score"], served) for out, served in results]
+
+    def infer_outputs(
+        self, model: str, version: str, batches: list[np.ndarray], names: tuple[str, ...]
+    ) -> list[tuple[dict[str, np.ndarray], str]]:
+        """Run all batches with up to max_in_flight requests at once; per batch the named
+        outputs and the version Triton served, in order."""
         for attempt in range(self.retries + 1):
             try:
-                return self._run(model, version, batches)
+                return self._run(model, version, batches, names)
             except (InferenceServerException, queue.Empty) as exc:
                 if attempt == self.retries:
                     raise Transient(
@@ -57,7 +65,7 @@ class TritonModels:
                 time.sleep(0.2 * 2**attempt)
         raise AssertionError("unreachable")
 
-    def _run(self, model: str, version: str, batches: list[np.ndarray]):
+    def _run(self, model: str, version: str, batches: list[np.ndarray], names: tuple[str, ...]):
         done: queue.Queue = queue.Queue()
         results: list = [None] * len(batches)
         in_flight = 0
@@ -67,10 +75,7 @@ class TritonModels:
             while next_i < len(batches) and in_flight < self.max_in_flight:
                 inp = grpcclient.InferInput("tiles", list(batches[next_i].shape), "FP16")
                 inp.set_data_from_numpy(batches[next_i])
-                outs = [
-                    grpcclient.InferRequestedOutput("anomaly_map"),
-                    grpcclient.InferRequestedOutput("score"),
-                ]
+                outs = [grpcclient.InferRequestedOutput(n) for n in names]
                 i = next_i
                 self.client.async_infer(
                     model,
@@ -88,7 +93,7 @@ class TritonModels:
             if error is not None:
                 raise error
             served = result.get_response().model_version
-            results[i] = (result.as_numpy("anomaly_map"), result.as_numpy("score"), served)
+            results[i] = ({n: result.as_numpy(n) for n in names}, served)
         return results
 
     def close(self) -> None:

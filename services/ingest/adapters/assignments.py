@@ -1,0 +1,58 @@
+"""Which recipe each line runs: the changeover switch.
+
+A YAML file maps line -> recipe id (in Kubernetes a ConfigMap key mounted as a file;
+locally any file). Ingest stamps the recipe id on every frame it captures, and every
+later stage inspects the frame with the recipe it carries, so a changeover takes effect
+on the next frame the line captures, with no restart and no frame in flight affected.
+The file is re-read when its modification time changes; a broken file keeps the last
+good assignment and is logged, never crashes the line.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from pathlib import Path
+
+import yaml
+
+log = logging.getLogger("defectflow.ingest.recipes")
+RECIPE_ID = re.compile(r"^[a-z0-9][a-z0-9_.-]*$")
+
+
+class LineRecipes:
+    def __init__(self, path: Path | None, default: str) -> None:
+        self.path = Path(path) if path else None
+        self.default = default
+        self.assigned: dict[str, str] = {}
+        self._mtime: float | None = None
+
+    def recipe_for(self, line: str) -> str:
+        self._refresh()
+        return self.assigned.get(line, self.default)
+
+    def _refresh(self) -> None:
+        if self.path is None:
+            return
+        try:
+            mtime = self.path.stat().st_mtime_ns
+        except FileNotFoundError:
+            return
+        if mtime == self._mtime:
+            return
+        self._mtime = mtime
+        try:
+            data = yaml.safe_load(self.path.read_text()) or {}
+            if not isinstance(data, dict):
+                raise ValueError("expected a mapping line -> recipe id")
+            new = {str(k): str(v) for k, v in data.items()}
+            bad = [v for v in new.values() if not RECIPE_ID.match(v)]
+            if bad:
+                raise ValueError(f"invalid recipe ids {bad}")
+        except (OSError, yaml.YAMLError, ValueError) as exc:
+            log.error("line recipe file %s ignored, keeping the last good one: %s", self.path, exc)
+            return
+        changed = {k: v for k, v in new.items() if self.assigned.get(k, self.default) != v}
+        if changed:
+            log.info("changeover: %s", ", ".join(f"{k} -> {v}" for k, v in sorted(changed.items())))
+        self.assigned = new

@@ -1,0 +1,37 @@
+"""The changeover switch: a line's recipe follows the file, a broken file changes nothing."""
+
+import os
+
+from services.ingest.adapters.assignments import LineRecipes
+
+
+def write(path, text, bump):
+    path.write_text(text)
+    st = path.stat()
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns + bump))  # a distinct mtime each write
+
+
+def test_lines_follow_the_file_and_unnamed_lines_keep_the_default(tmp_path):
+    f = tmp_path / "lines.yaml"
+    write(f, "line-1: brushed-metal\n", 1)
+    r = LineRecipes(f, "default-recipe")
+    assert r.recipe_for("line-1") == "brushed-metal"
+    assert r.recipe_for("line-2") == "default-recipe"
+    write(f, "line-1: woven-fabric\nline-2: printed-pattern\n", 2)
+    assert r.recipe_for("line-1") == "woven-fabric"
+    assert r.recipe_for("line-2") == "printed-pattern"
+
+
+def test_a_broken_file_keeps_the_last_good_assignment(tmp_path):
+    f = tmp_path / "lines.yaml"
+    write(f, "line-1: brushed-metal\n", 1)
+    r = LineRecipes(f, "d")
+    assert r.recipe_for("line-1") == "brushed-metal"
+    for bad, n in (("line-1: [unclosed\n", 2), ("- a list\n", 3), ("line-1: 'Bad Id!'\n", 4)):
+        write(f, bad, n)
+        assert r.recipe_for("line-1") == "brushed-metal"
+
+
+def test_no_file_means_the_default(tmp_path):
+    assert LineRecipes(tmp_path / "missing.yaml", "d").recipe_for("x") == "d"
+    assert LineRecipes(None, "d").recipe_for("x") == "d"
