@@ -152,13 +152,25 @@ def save_recipe(recipe: Recipe, path: Path) -> None:
 
 
 class RecipeBook:
-    """All recipes in a directory, reloaded when a file changes (changeover without restart)."""
+    """All recipes in a directory, reloaded when a file changes (changeover without restart).
+
+    Every version seen is kept: a frame tiled under version 3 is judged under version 3
+    even when recalibration wrote version 4 while its tiles were in flight."""
 
     def __init__(self, directory: Path) -> None:
         self.directory = Path(directory)
         self._cache: dict[str, tuple[float, Recipe]] = {}
+        self._versions: dict[tuple[str, int], Recipe] = {}
 
-    def get(self, recipe_id: str) -> Recipe:
+    def get(self, recipe_id: str, version: int = 0) -> Recipe:
+        """The recipe's current version, or `version` when given and seen by this process
+        (else the current one: after a restart only the file's version is known)."""
+        latest = self._latest(recipe_id)
+        if version and version != latest.version:
+            return self._versions.get((recipe_id, version), latest)
+        return latest
+
+    def _latest(self, recipe_id: str) -> Recipe:
         path = self.directory / f"{recipe_id}.yaml"
         try:
             mtime = path.stat().st_mtime
@@ -173,11 +185,12 @@ class RecipeBook:
                 f"recipe file {path} declares id {recipe.id!r}, expected {recipe_id!r}"
             )
         self._cache[recipe_id] = (mtime, recipe)
+        self._versions[(recipe_id, recipe.version)] = recipe
         return recipe
 
-    def require(self, recipe_id: str) -> Recipe:
+    def require(self, recipe_id: str, version: int = 0) -> Recipe:
         """`get` for a message handler: a missing or invalid recipe is bad input (dead letter)."""
         try:
-            return self.get(recipe_id)
+            return self.get(recipe_id, version)
         except RecipeError as exc:
             raise BadInput("unknown_recipe", str(exc)) from exc

@@ -32,7 +32,7 @@ class InferenceHandler(StatelessHandler):
     def _decode(self, record: ConsumerRecord):
         chunk = decode(tiles_pb2.TileChunk, record.value)
         with about_frame(chunk.context.frame_id):
-            recipe = self.recipes.require(chunk.context.recipe_id)
+            recipe = self.recipes.require(chunk.context.recipe_id, chunk.context.recipe_version)
             s = recipe.tiling.model_input
             pixels = [from_tensor(t.pixels, (3, s, s)) for t in chunk.tiles]
             if not pixels:

@@ -12,10 +12,11 @@ from defectflow.v1 import common_pb2, inspections_pb2, predictions_pb2
 from kafka import TopicPartition
 from kafka.consumer.fetcher import ConsumerRecord
 
-from services.common import topics
+from services.common import metrics, topics
 from services.common.codec import decode, stamp
 from services.common.decoders import Det
 from services.common.domain import Decision, TileRect
+from services.common.drift import DriftMonitor
 from services.common.errors import BadInput, about_frame
 from services.common.logs import setup_logging
 from services.common.recipes import Recipe, RecipeBook
@@ -46,6 +47,7 @@ class PostprocessHandler:
         self.instance = settings.instance or socket.gethostname()
         self.max_pending = settings.max_pending_frames
         self.frames: dict[str, FrameAssembly] = {}
+        self.drift = DriftMonitor(settings.recipes_dir)
 
     def handle(self, records: Sequence[ConsumerRecord]) -> Handled:
         out = Handled()
@@ -102,7 +104,7 @@ class PostprocessHandler:
         ctx = chunk.context
         fa = self.frames.get(ctx.frame_id)
         if fa is None:
-            recipe = self.recipes.require(ctx.recipe_id)
+            recipe = self.recipes.require(ctx.recipe_id, ctx.recipe_version)
             if chunk.tiles_total == 0:
                 raise BadInput("bad_tiles", "prediction chunk says the frame has 0 tiles")
             fa = FrameAssembly(
@@ -140,8 +142,15 @@ class PostprocessHandler:
             tile_detections=fa.detections,
         )
         msg = inspection_message(ctx, decision, fa, complete)
+        self._observe(fa, decision)
         stamp(msg, "postprocess", fa.received_ns, time.time_ns(), self.instance)
         return Output(topics.INSPECTIONS, fa.key, msg.SerializeToString())
+
+    def _observe(self, fa: FrameAssembly, decision: Decision) -> None:
+        """Verdict and defect counters; the image score into the line's drift window."""
+        line, recipe = fa.context.source.line, fa.recipe.id
+        _observe_verdict(line, recipe, decision)
+        self.drift.add(line, recipe, decision.score, fa.recipe.thresholds.review_low)
 
 
 def _detection(d: predictions_pb2.TileDetection, recipe: Recipe) -> Det:
@@ -157,6 +166,15 @@ def _detection(d: predictions_pb2.TileDetection, recipe: Recipe) -> Det:
         )
     b = d.box
     return Det(b.x0, b.y0, b.x1, b.y1, d.score, d.class_index)
+
+
+def _observe_verdict(line: str, recipe: str, decision: Decision) -> None:
+    for name in metrics.VERDICT_LABELS.values():  # every verdict's series from the start
+        metrics.VERDICTS.labels(line, recipe, name)
+    verdict = metrics.VERDICT_LABELS.get(int(decision.verdict), "unknown")
+    metrics.VERDICTS.labels(line, recipe, verdict).inc()
+    for d in decision.defects:
+        metrics.DEFECTS.labels(line, recipe, d.defect_class).inc()
 
 
 def inspection_message(

@@ -35,3 +35,29 @@ def test_a_broken_file_keeps_the_last_good_assignment(tmp_path):
 def test_no_file_means_the_default(tmp_path):
     assert LineRecipes(tmp_path / "missing.yaml", "d").recipe_for("x") == "d"
     assert LineRecipes(None, "d").recipe_for("x") == "d"
+
+
+def test_a_frame_keeps_the_recipe_version_it_was_tiled_under(tmp_path):
+    import yaml
+
+    from services.common.recipes import RecipeBook
+
+    base = {
+        "id": "r1",
+        "version": 3,
+        "tiling": {"tile_size": 64, "overlap": 8, "model_input": 64},
+        "model": {"name": "m"},
+        "thresholds": {"pixel": 1.0, "image": 2.0, "review_low": 1.5},
+    }
+    f = tmp_path / "r1.yaml"
+    write(f, yaml.safe_dump(base), 1)
+    book = RecipeBook(tmp_path)
+    assert book.get("r1").version == 3
+    write(
+        f,
+        yaml.safe_dump({**base, "version": 4, "thresholds": {**base["thresholds"], "image": 5.0}}),
+        2,
+    )
+    assert book.get("r1").thresholds.image == 5.0  # new frames: the new version
+    assert book.get("r1", 3).thresholds.image == 2.0  # a frame tiled under v3 stays on v3
+    assert book.get("r1", 9).version == 4  # unknown version: the current one
