@@ -21,7 +21,7 @@ from torch import nn
 LUMA = (0.299, 0.587, 0.114)  # R, G, B (tiles are RGB, normalised to [0, 1] by tiling)
 
 
-def _gauss_kernel(sigma: float) -> torch.Tensor:
+def gauss_kernel(sigma: float) -> torch.Tensor:
     radius = max(1, int(math.ceil(3 * sigma)))
     x = torch.arange(-radius, radius + 1, dtype=torch.float32)
     k = torch.exp(-(x**2) / (2 * sigma**2))
@@ -31,7 +31,7 @@ def _gauss_kernel(sigma: float) -> torch.Tensor:
 class _Blur(nn.Module):
     def __init__(self, sigma: float) -> None:
         super().__init__()
-        k = _gauss_kernel(sigma)
+        k = gauss_kernel(sigma)
         self.pad = k.numel() // 2
         self.register_buffer("kx", k.view(1, 1, 1, -1), persistent=False)
         self.register_buffer("ky", k.view(1, 1, -1, 1), persistent=False)

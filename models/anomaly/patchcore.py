@@ -15,7 +15,6 @@ Contract (same as every defectflow anomaly model, see models/triton/build.py):
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 
 import numpy as np
@@ -23,17 +22,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from models.anomaly.local_stats import gauss_kernel
 from models.backbone.lite0 import TAP_STRIDE8, TAP_STRIDE16, lite0_features
 
 FEATURE_DIM = TAP_STRIDE8.channels + TAP_STRIDE16.channels
 SMOOTH_SIGMA = 4.0
-
-
-def gaussian_kernel(sigma: float) -> torch.Tensor:
-    radius = max(1, int(math.ceil(3 * sigma)))
-    x = torch.arange(-radius, radius + 1, dtype=torch.float32)
-    k = torch.exp(-(x**2) / (2 * sigma**2))
-    return k / k.sum()
 
 
 class PatchFeatures(nn.Module):
@@ -58,7 +51,7 @@ class PatchCore(nn.Module):
         self.tile = tile
         self.register_buffer("bank", bank.float().contiguous())  # [M, D]
         self.register_buffer("bank_sq", (bank.float() ** 2).sum(1).view(1, 1, -1))
-        k = gaussian_kernel(SMOOTH_SIGMA)
+        k = gauss_kernel(SMOOTH_SIGMA)
         self.pad = k.numel() // 2
         self.register_buffer("kx", k.view(1, 1, 1, -1), persistent=False)
         self.register_buffer("ky", k.view(1, 1, -1, 1), persistent=False)

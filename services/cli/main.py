@@ -51,6 +51,7 @@ def up(
 ) -> None:
     """Start broker, Triton, PostgreSQL and the five services; run synthetic cameras."""
     from services.cli.status import Status, consumer_lag, db_counts
+    from services.localstack.process import free_port, port_open
     from services.localstack.stack import LocalStack
 
     logging.basicConfig(level=logging.INFO, format="%(message)s")
@@ -79,6 +80,15 @@ def up(
         typer.echo(
             f"query API on 127.0.0.1:{stack.query_port}   (defectflow query list "
             f"--target 127.0.0.1:{stack.query_port})"
+        )
+        console_port = free_port()
+        stack.start_service(
+            "console",
+            {"query_target": f"127.0.0.1:{stack.query_port}", "port": str(console_port)},
+        ).wait_ready(lambda: port_open(console_port), 60)
+        typer.echo(
+            f"console on http://127.0.0.1:{console_port}/   "
+            "(local demo: the API runs open; sign in with an empty token)"
         )
         engine = sa.create_engine(stack.postgres.url)
         expected = frames * lines * cameras

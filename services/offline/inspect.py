@@ -157,29 +157,13 @@ def inspect_folder(
         for n, path in enumerate(paths, 1):
             rel = path.relative_to(folder).as_posix()
             image = cv2.imread(str(path), cv2.IMREAD_COLOR)
-            if image is None:
-                row = {
-                    "image": rel,
-                    "score": None,
-                    "verdict": "REVIEW",
-                    "defects": [],
-                    "anomaly_map": None,
-                    "error": "cannot decode image",
-                }
-                f.write(json.dumps(row) + "\n")
-                continue
             try:
+                if image is None:
+                    raise ValueError("cannot decode image")
                 result = inspector.inspect(image, rel)
-            except ValueError as exc:
-                row = {
-                    "image": rel,
-                    "score": None,
-                    "verdict": "REVIEW",
-                    "defects": [],
-                    "anomaly_map": None,
-                    "error": str(exc),
-                }
-                f.write(json.dumps(row) + "\n")
+            except ValueError as exc:  # recorded for review, never skipped
+                row = {"image": rel, "score": None, "verdict": "REVIEW", "defects": []}
+                f.write(json.dumps({**row, "anomaly_map": None, "error": str(exc)}) + "\n")
                 continue
             map_rel = None
             if save_maps and result.anomaly_map is not None:

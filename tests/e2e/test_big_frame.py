@@ -30,90 +30,29 @@ def scratched_part() -> np.ndarray:
     return np.clip(image.astype(np.float32) - 70.0 * scratch[..., None], 0, 255).astype(np.uint8)
 
 
-def test_scratch_across_tile_borders_is_one_defect(stack, tmp_path):
+def inspect_one(stack, tmp_path, image, replica: int, recipe_id: str | None = None):
+    """One image through ingest (folder camera) and the pipeline; its inspections row."""
     from tests.e2e.test_pipeline import wait_for
 
-    rects = tile_grid(Rect(0, 0, SIZE, SIZE), 128, 16)
-    crossed = {r.index for r in rects if r.x <= P0[0] + 50 < r.x1 or r.x <= P1[0] - 50 < r.x1}
-    assert len(crossed) >= 2  # the scratch really spans several tiles
     folder = tmp_path / "camera"
     folder.mkdir()
-    cv2.imwrite(str(folder / "part.png"), scratched_part())
-    truth_path = tmp_path / "truth.jsonl"
-    if "tiling" not in stack.services:
-        stack.start_pipeline()
-    ingest = stack.start_service(
-        "ingest",
-        {
-            "source": "folder",
-            "source_path": str(folder),
-            "lines": "1",
-            "cameras_per_line": "1",
-            "frames": "1",
-            "fps": "1",
-            "ground_truth_path": str(truth_path),
-            "spool_dir": str(tmp_path / "spool"),
-        },
-        replica=7,
-    )
-    ingest.proc.wait(timeout=120)
-    assert ingest.proc.returncode == 0, f"ingest failed, see {ingest.log_path}"
-    (frame_id,) = [json.loads(line)["frame_id"] for line in truth_path.read_text().splitlines()]
-    engine = sa.create_engine(stack.postgres.url)
-
-    def record():
-        with engine.connect() as conn:
-            return conn.execute(
-                sa.text("select id, verdict from inspections where frame_id = :f"), {"f": frame_id}
-            ).first()
-
-    row = wait_for(record, 180, f"the inspection of frame {frame_id}")
-    with engine.connect() as conn:
-        defects = conn.execute(
-            sa.text("select x0, y0, x1, y1 from defects where inspection_id = :i"),
-            {"i": row.id},
-        ).all()
-    assert row.verdict == 2, "the scratch must make the part NG"
-    assert len(defects) == 1, f"one scratch, one record; got {defects}"
-    x0, y0, x1, y1 = defects[0]
-    assert x0 <= P0[0] + 5 and x1 >= P1[0] - 5, "the record covers the whole scratch"
-    assert y0 <= P0[1] + 5 and y1 >= P1[1] - 5
-    assert x1 - x0 <= (P1[0] - P0[0]) + 60, "and not much more"
-
-
-def test_a_recipe_with_a_detector_runs_both_models_through_triton(stack, tmp_path):
-    """Changeover by recipe id on the frame: the same line switches to a recipe that also
-    runs DefectNet; its boxes reach postprocess and the model versions are recorded."""
-    from models.synth.parts import DEFECT_TYPES
-    from services.common.recipes import Detector, load_recipe, save_recipe
-    from tests.e2e.test_pipeline import wait_for
-
-    base = load_recipe(stack.prepared.recipe_path)
-    recipe = base.model_copy(
-        update={"id": "brushed-metal-det", "detector": Detector(classes=DEFECT_TYPES)}
-    )
-    save_recipe(recipe, stack.prepared.recipe_path.parent / "brushed-metal-det.yaml")
-    folder = tmp_path / "camera"
-    folder.mkdir()
-    image, _ = render_part("brushed_metal", 99, (512, 512), "hole", "obvious")
     cv2.imwrite(str(folder / "part.png"), image)
     truth_path = tmp_path / "truth.jsonl"
     if "tiling" not in stack.services:
         stack.start_pipeline()
-    ingest = stack.start_service(
-        "ingest",
-        {
-            "source": "folder",
-            "source_path": str(folder),
-            "recipe_id": "brushed-metal-det",
-            "lines": "1",
-            "cameras_per_line": "1",
-            "frames": "1",
-            "ground_truth_path": str(truth_path),
-            "spool_dir": str(tmp_path / "spool"),
-        },
-        replica=8,
-    )
+    settings = {
+        "source": "folder",
+        "source_path": str(folder),
+        "lines": "1",
+        "cameras_per_line": "1",
+        "frames": "1",
+        "fps": "1",
+        "ground_truth_path": str(truth_path),
+        "spool_dir": str(tmp_path / "spool"),
+    }
+    if recipe_id:
+        settings["recipe_id"] = recipe_id
+    ingest = stack.start_service("ingest", settings, replica=replica)
     ingest.proc.wait(timeout=120)
     assert ingest.proc.returncode == 0, f"ingest failed, see {ingest.log_path}"
     (frame_id,) = [json.loads(line)["frame_id"] for line in truth_path.read_text().splitlines()]
@@ -129,16 +68,43 @@ def test_a_recipe_with_a_detector_runs_both_models_through_triton(stack, tmp_pat
                 {"f": frame_id},
             ).first()
 
-    row = wait_for(record, 120, f"the inspection of frame {frame_id}")
+    row = wait_for(record, 180, f"the inspection of frame {frame_id}")
+    with engine.connect() as conn:
+        defects = conn.execute(
+            sa.text("select x0, y0, x1, y1, defect_class from defects where inspection_id = :i"),
+            {"i": row.id},
+        ).all()
+    return row, defects
+
+
+def test_scratch_across_tile_borders_is_one_defect(stack, tmp_path):
+    rects = tile_grid(Rect(0, 0, SIZE, SIZE), 128, 16)
+    crossed = {r.index for r in rects if r.x <= P0[0] + 50 < r.x1 or r.x <= P1[0] - 50 < r.x1}
+    assert len(crossed) >= 2  # the scratch really spans several tiles
+    row, defects = inspect_one(stack, tmp_path, scratched_part(), replica=7)
+    assert row.verdict == 2, "the scratch must make the part NG"
+    assert len(defects) == 1, f"one scratch, one record; got {defects}"
+    x0, y0, x1, y1, _ = defects[0]
+    assert x0 <= P0[0] + 5 and x1 >= P1[0] - 5, "the record covers the whole scratch"
+    assert y0 <= P0[1] + 5 and y1 >= P1[1] - 5
+    assert x1 - x0 <= (P1[0] - P0[0]) + 60, "and not much more"
+
+
+def test_a_recipe_with_a_detector_runs_both_models_through_triton(stack, tmp_path):
+    """Changeover by recipe id on the frame: the same line switches to a recipe that also
+    runs DefectNet; its boxes reach postprocess and the model versions are recorded."""
+    from models.synth.parts import DEFECT_TYPES
+    from services.common.recipes import Detector, load_recipe, save_recipe
+
+    base = load_recipe(stack.prepared.recipe_path)
+    recipe = base.model_copy(
+        update={"id": "brushed-metal-det", "detector": Detector(classes=DEFECT_TYPES)}
+    )
+    save_recipe(recipe, stack.prepared.recipe_path.parent / "brushed-metal-det.yaml")
+    image, _ = render_part("brushed_metal", 99, (512, 512), "hole", "obvious")
+    row, defects = inspect_one(stack, tmp_path, image, replica=8, recipe_id=recipe.id)
     assert row.recipe_id == "brushed-metal-det"
     assert set(row.model_versions) == {base.model.name, "defects"}
     assert row.verdict == 2  # an obvious hole
-    with engine.connect() as conn:
-        classes = (
-            conn.execute(
-                sa.text("select defect_class from defects where inspection_id = :i"), {"i": row.id}
-            )
-            .scalars()
-            .all()
-        )
-    assert classes and set(classes) <= {*DEFECT_TYPES, base.defect_class}
+    classes = {d.defect_class for d in defects}
+    assert classes and classes <= {*DEFECT_TYPES, base.defect_class}
