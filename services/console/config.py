@@ -23,4 +23,5 @@ class ConsoleSettings(BaseSettings):
     session_hours: float = 12.0
     call_timeout_s: float = 10.0
     secure_cookies: bool = False  # set behind HTTPS
+    metrics_port: int = 0  # Prometheus /metrics (process metrics); 0 = none
     log_level: str = "INFO"

@@ -7,6 +7,7 @@ import logging
 import uvicorn
 
 from services.common.logs import setup_logging
+from services.common.metrics import serve
 from services.console.app import create_app
 from services.console.config import ConsoleSettings
 
@@ -27,6 +28,7 @@ def run(settings: ConsoleSettings) -> None:
 def main() -> None:
     settings = ConsoleSettings()
     setup_logging("console", settings.log_level)
+    serve(settings.metrics_port)
     run(settings)
 
 
