@@ -256,27 +256,30 @@ def run_chaos(
         log(f"kill -9 {target} at {at:.1f} s, back after {res.kills[-1].down_s:.1f} s")
 
     ingest = stack.services["ingest"]
-    ingest.proc.wait(timeout=max(30.0, frames_per_camera / fps * 2))
-    if ingest.proc.returncode != 0:
-        raise RuntimeError(f"ingest exited with {ingest.proc.returncode}; see {ingest.log_path}")
+    assert ingest.proc is not None
+    rc = ingest.proc.wait(timeout=max(30.0, frames_per_camera / fps * 2))
+    if rc != 0:
+        raise RuntimeError(f"ingest exited with {rc}; see {ingest.log_path}")
     accepted = {e["frame_id"] for e in accepted_frames(truth_path)}
     res.frames_accepted = len(accepted)
     log(f"ingest done: {len(accepted)} frames accepted; waiting for the pipeline to drain")
 
+    pg = stack.postgres  # the one restarted after its kill
+    assert pg is not None
     _wait(
-        lambda: accepted <= set(_db_ids(stack.postgres.url)),
+        lambda: accepted <= set(_db_ids(pg.url)),
         drain_timeout_s,
         f"{len(accepted)} records in PostgreSQL",
     )
     time.sleep(3.0)  # a duplicate or a stray record would arrive now
 
-    ids = _db_ids(stack.postgres.url)
+    ids = _db_ids(pg.url)
     new = [f for f in ids if f not in before]
     res.records_stored = len(set(new))
     res.db_duplicates = len(ids) - len(set(ids))
     res.missing = len(accepted - set(new))
     res.unexpected = len(set(new) - accepted)
-    engine = sa.create_engine(stack.postgres.url)
+    engine = sa.create_engine(pg.url)
     with engine.connect() as conn:
         res.incomplete_records = conn.execute(
             sa.text("select count(*) from inspections where frame_id = any(:ids) and not complete"),

@@ -64,6 +64,7 @@ def build_cameras(s: IngestSettings) -> list[Camera]:
                         s.defect_rate,
                         s.defect_types.split(","),
                         (s.width, s.height),
+                        *_illumination(s, line),
                     )
                 )
             elif s.source == "folder" and s.source_path:
@@ -77,6 +78,13 @@ def build_cameras(s: IngestSettings) -> list[Camera]:
                     else f"unknown source {s.source!r}"
                 )
     return cams
+
+
+def _illumination(s: IngestSettings, line: str) -> tuple[float, int]:
+    lines = {x.strip() for x in s.illumination_lines.split(",") if x.strip()}
+    if lines and line not in lines:
+        return 1.0, 0
+    return s.illumination_gain, s.illumination_after
 
 
 def frame_message(
@@ -142,7 +150,7 @@ class Sender:
             self.unacked = items
             return False
         for i in items:
-            self.truth.write(i.frame_id, _Named(i.line, i.camera), i.truth)
+            self.truth.write(i.frame_id, i.line, i.camera, i.truth)
             FRAMES_ACCEPTED.labels(i.line, i.camera).inc()
         self.truth.flush()
         for (
@@ -152,11 +160,6 @@ class Sender:
         self.accepted += len(items)
         self.unacked = []
         return True
-
-
-class _Named:
-    def __init__(self, line: str, name: str) -> None:
-        self.line, self.name = line, name
 
 
 def recover(spool: Spool, truth: GroundTruthLog) -> tuple[list[Spooled], Counter_]:
@@ -176,7 +179,7 @@ def recover(spool: Spool, truth: GroundTruthLog) -> tuple[list[Spooled], Counter
 
 def run(s: IngestSettings, stop: threading.Event) -> int:
     log = setup_logging("ingest", s.log_level)
-    metrics.serve(s.metrics_port)
+    metrics.serve(s.metrics_port, s.metrics_addr)
     ensure_topics(s.kafka_bootstrap)
     instance = s.instance or socket.gethostname()
     cams = build_cameras(s)
@@ -197,6 +200,9 @@ def run(s: IngestSettings, stop: threading.Event) -> int:
     line_recipes = LineRecipes(s.line_recipes_path, s.recipe_id)
     start = time.monotonic()
     pacers = [Pacer(1.0 / s.fps, s.max_lag_frames, start) for _ in cams]
+    for cam in cams:  # series from the start: "0 dropped" is a figure too
+        FRAMES_DROPPED.labels(cam.line, cam.name)
+        metrics.LINE_TAKT.labels(cam.line).set(s.takt_s or 1.0 / s.fps)
     active = [True] * len(cams)
     reported_drops = [0] * len(cams)
     backoff = 0.5

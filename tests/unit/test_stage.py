@@ -86,14 +86,13 @@ def test_restart_resends_only_frames_not_yet_accepted_and_resumes_each_camera(tm
     spool = Spool(tmp_path / "spool")
     truth = GroundTruthLog(truth_path)
 
-    class Cam:
-        line, name = "line-1", "cam-1-1"
-
     for fid in ("a", "b", "c", "d"):
         spool.put(item(fid))
-    truth.write("a", Cam, None)  # acknowledged and logged, spool entry removed
+    truth.write("a", "line-1", "cam-1-1", None)  # acknowledged and logged, spool entry removed
     spool.remove("a")
-    truth.write("b", Cam, None)  # acknowledged and logged, killed before the spool removal
+    truth.write(
+        "b", "line-1", "cam-1-1", None
+    )  # acknowledged and logged, killed before the spool removal
     truth.flush()
     truth.file.close()
     with open(truth_path, "a") as f:  # and a line torn by kill -9
@@ -104,7 +103,7 @@ def test_restart_resends_only_frames_not_yet_accepted_and_resumes_each_camera(tm
     assert [i.frame_id for i in resend] == ["c", "d"], "accepted frames are never re-emitted"
     assert progress[("line-1", "cam-1-1")] == 4
     assert [i.frame_id for i in Spool(tmp_path / "spool").pending()] == ["c", "d"]
-    truth.write("c", Cam, None)
+    truth.write("c", "line-1", "cam-1-1", None)
     truth.flush()
     lines = truth_path.read_text().splitlines()
     assert [json.loads(x)["frame_id"] for x in lines] == ["a", "b", "c"]

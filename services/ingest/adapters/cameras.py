@@ -39,6 +39,8 @@ class SyntheticCamera:
         defect_rate: float,
         defect_types: list[str],
         size: tuple[int, int],
+        gain: float = 1.0,
+        gain_after: int = 0,
     ) -> None:
         self.line, self.station, self.name = line, station, name
         self.family, self.size = family, size
@@ -46,8 +48,13 @@ class SyntheticCamera:
         self.defect_rate = defect_rate
         self.rng = np.random.default_rng(seed)
         self.seed = seed
+        # the lamp changes after `gain_after` parts: every later image is scaled by `gain`
+        # (the drift the score-drift monitor must see)
+        self.gain, self.gain_after = gain, gain_after
+        self.parts = 0
 
     def _draw(self) -> tuple[int, str | None]:
+        self.parts += 1
         part_seed = int(self.rng.integers(0, 2**31))
         defect = None
         if self.rng.random() < self.defect_rate:
@@ -62,6 +69,8 @@ class SyntheticCamera:
     def read(self) -> Capture:
         part_seed, defect = self._draw()
         image, gt = render_part(self.family, part_seed, self.size, defect, "obvious")
+        if self.gain != 1.0 and self.parts > self.gain_after:
+            image = np.clip(image.astype(np.float32) * self.gain, 0, 255).astype(np.uint8)
         return Capture(
             image,
             {
@@ -136,14 +145,14 @@ class GroundTruthLog:
             return []
         return [json.loads(line) for line in self.path.read_text().splitlines() if line]
 
-    def write(self, frame_id: str, camera: Camera, truth: dict | None) -> None:
+    def write(self, frame_id: str, line: str, camera: str, truth: dict | None) -> None:
         if self.file:
             self.file.write(
                 json.dumps(
                     {
                         "frame_id": frame_id,
-                        "line": camera.line,
-                        "camera": camera.name,
+                        "line": line,
+                        "camera": camera,
                         **(truth or {}),
                     }
                 )
