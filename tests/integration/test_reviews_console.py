@@ -180,3 +180,43 @@ def test_a_review_in_the_console_is_visible_through_grpc(console, store_api):
         "anna",
     )
     assert "edge chip" in console.get("/inspection/c-002").text
+
+
+def test_daily_report_from_the_api(store_api, tmp_path):
+    from datetime import UTC, datetime
+
+    from typer.testing import CliRunner
+
+    from services.cli.main import app
+
+    day = datetime.fromtimestamp((NOW - 50 * 10**9) / 1e9, UTC).date().isoformat()
+    args = ["report", "--day", day, "--out", str(tmp_path), "--target", f"127.0.0.1:{store_api}"]
+    res = CliRunner().invoke(app, args, env={"DEFECTFLOW_TOKEN": READ})
+    assert res.exit_code == 0, res.output
+    assert "30 inspections" in res.output
+    out = tmp_path / day
+    for name in ("yield.png", "pareto.png", "scores.png"):
+        img = cv2.imread(str(out / name))
+        assert img is not None and img.shape[0] > 200 and img.std() > 5, name
+    page = (out / "report.html").read_text()
+    assert "Inspected 30" in page and "<th scope='row'>dent</th>" in page
+    assert "<th scope='row'>line-1</th><td>15</td>" in page
+
+
+def test_an_open_api_signs_in_with_an_empty_token(postgres, store_api, tmp_path):
+    engine = sa.create_engine(postgres.url.rsplit("/", 1)[0] + "/console_api")
+    s = StoreSettings(
+        database_url=engine.url.render_as_string(hide_password=False),
+        grpc_address="127.0.0.1:0",
+        blob_root=tmp_path,
+    )
+    api = grpc_api.serve(engine, s, LocalBlobStore(tmp_path))
+    try:
+        app = create_app(ConsoleSettings(query_target=f"127.0.0.1:{api.port}"))
+        with TestClient(app, follow_redirects=False) as client:
+            assert client.post("/login", data={"token": ""}).status_code == 303
+            page = client.get("/review").text
+            assert "open API" in page and "(admin)" in page
+    finally:
+        api.stop(0)
+        engine.dispose()
