@@ -62,7 +62,9 @@ class ReviewCalibration:
 
 
 def labelled_scores(records: list[query_pb2.InspectionRecord]) -> Labelled:
-    good, bad, overturned = [], [], 0
+    good: list[float] = []
+    bad: list[float] = []
+    overturned = 0
     for rec in records:
         if not rec.reviews:
             continue
@@ -83,9 +85,9 @@ def choose(
             "REVIEW verdicts as OK first"
         )
     if lab.defective.size:
-        choice = th.F1Optimal().choose(lab.good, lab.defective)
+        choice = th.F1Optimal().choose(lab.good.tolist(), lab.defective.tolist())
     else:
-        choice = th.TargetFalseReject(target_frr, confidence).choose(lab.good)
+        choice = th.TargetFalseReject(target_frr, confidence).choose(lab.good.tolist())
     t = choice.threshold
     frr = float((lab.good >= t).mean())
     escape = float((lab.defective < t).mean()) if lab.defective.size else None

@@ -30,7 +30,14 @@ from starlette.concurrency import run_in_threadpool
 from services.console.adapters.exports import to_csv, to_parquet
 from services.console.adapters.query import ApiError, QueryApi, board_event, export_row, to_json
 from services.console.config import ConsoleSettings
-from services.console.logic import Board, FilterForm, stage_latencies, utc, verdict_name
+from services.console.logic import (
+    Board,
+    ExportRow,
+    FilterForm,
+    stage_latencies,
+    utc,
+    verdict_name,
+)
 
 HERE = Path(__file__).resolve().parent
 COOKIE = "defectflow_session"
@@ -284,7 +291,8 @@ def create_app(settings: ConsoleSettings, api: QueryApi | None = None) -> FastAP
         if fmt not in ("csv", "parquet"):
             return Response(f"unknown export format {fmt!r}: csv or parquet", status_code=404)
         form = FilterForm.from_params(dict(request.query_params))
-        rows, token = [], ""
+        rows: list[ExportRow] = []
+        token = ""
         while len(rows) < settings.max_export_rows:
             resp = await listing(s, form, token, 1000)
             rows += [export_row(r) for r in resp.records]

@@ -205,7 +205,7 @@ def reviews_of(conn: sa.Connection, inspection_ids: Sequence[int]) -> dict[int, 
         return {}
     r = reviews.c
     rows = conn.execute(
-        sa.select(r, inspections.c.frame_id)
+        sa.select(*r, inspections.c.frame_id)
         .join(inspections, inspections.c.id == r.inspection_id)
         .where(r.inspection_id.in_(list(inspection_ids)))
         .order_by(r.inspection_id, r.id)
