@@ -8,7 +8,6 @@ import threading
 import time
 from pathlib import Path
 
-import sqlalchemy as sa
 import typer
 
 from services.cli.chaos import app as chaos_app
@@ -48,9 +47,12 @@ def up(
     cameras: int = typer.Option(2, help="cameras per line"),
     fps: float = typer.Option(2.0, help="frames per second per camera"),
     workdir: Path = typer.Option(Path("var/up"), help="logs, blobs, models, database"),
+    monitoring: bool = typer.Option(
+        False, "--monitoring", help="also start Prometheus (scrapes every service, alert rules)"
+    ),
 ) -> None:
     """Start broker, Triton, PostgreSQL and the five services; run synthetic cameras."""
-    from services.cli.status import Status, consumer_lag, db_counts
+    from services.cli.status import Status, scrape_all
     from services.localstack.process import free_port, port_open
     from services.localstack.stack import LocalStack
 
@@ -63,6 +65,12 @@ def up(
     try:
         typer.echo(f"starting components (logs in {workdir}/logs) ...")
         stack.start_components()
+        if monitoring:
+            prom = stack.start_prometheus()
+            typer.echo(
+                f"Prometheus on {prom.url}  (alerts {prom.url}/alerts; Grafana dashboard: "
+                "monitoring/dashboards/defectflow.json)"
+            )
         stack.start_pipeline()
         truth = workdir.resolve() / "ground_truth.jsonl"
         truth.unlink(missing_ok=True)
@@ -90,12 +98,16 @@ def up(
             f"console on http://127.0.0.1:{console_port}/   "
             "(local demo: the API runs open; sign in with an empty token)"
         )
-        engine = sa.create_engine(stack.postgres.url)
+        typer.echo(
+            "metrics: " + "  ".join(f"{name} {url}" for name, url in stack.metrics_urls().items())
+        )
         expected = frames * lines * cameras
+        last: dict = {}
         while not stop.wait(1.0):
-            frames_in = sum(1 for _ in truth.open()) if truth.exists() else 0
-            stored, ng, review = db_counts(engine)
-            st = Status(frames_in, stored, ng, review, consumer_lag(stack.broker.bootstrap))
+            # the same counters Prometheus scrapes (lag: approximate against Tansu)
+            scraped = scrape_all(stack.metrics_urls(), last)
+            st = Status.from_samples(s for samples in scraped.values() for s in samples)
+            stored = st.stored
             typer.echo("\r" + st.line(), nl=False)
             if expected and stored >= expected:
                 break

@@ -1,13 +1,40 @@
-"""What `defectflow up` shows: frames in, records stored, NG count, per-stage lag."""
+"""What `defectflow up` shows: frames in, records stored, NG/REVIEW, per-stage lag, drift.
+
+The figures are read from the services' own /metrics endpoints, the same counters that
+Prometheus scrapes and the dashboard shows, so the status line and the dashboard agree.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import contextlib
+import urllib.request
+from collections import defaultdict
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
 
-import sqlalchemy as sa
-from kafka import KafkaAdminClient, KafkaConsumer
+from prometheus_client.parser import text_string_to_metric_families
 
-from services.common import topics
+Sample = tuple[str, dict[str, str], float]
+
+
+def scrape(url: str, timeout_s: float = 1.0) -> list[Sample]:
+    """All samples of one /metrics endpoint; raises OSError when it does not answer."""
+    with urllib.request.urlopen(url, timeout=timeout_s) as resp:
+        text = resp.read().decode()
+    return [
+        (s.name, dict(s.labels), float(s.value))
+        for fam in text_string_to_metric_families(text)
+        for s in fam.samples
+    ]
+
+
+def scrape_all(urls: Mapping[str, str], last: dict[str, list[Sample]]) -> dict[str, list[Sample]]:
+    """Scrape every service; one that does not answer (stopped, restarting, or a bounded
+    ingest that finished) keeps its last samples."""
+    for service, url in urls.items():
+        with contextlib.suppress(OSError):  # keeps the last samples
+            last[service] = scrape(url)
+    return last
 
 
 @dataclass(frozen=True)
@@ -17,40 +44,39 @@ class Status:
     ng: int
     review: int
     lag: dict[str, int]
+    drift: dict[str, float] = field(default_factory=dict)
 
-    def line(self) -> str:
-        lag = " ".join(f"{g.removeprefix('defectflow-')}~{n}" for g, n in self.lag.items())
-        return (
-            f"frames in {self.frames_in:6d} | stored {self.stored:6d} | NG {self.ng:5d} | "
-            f"REVIEW {self.review:4d} | lag {lag}"
+    @classmethod
+    def from_samples(cls, samples: Iterable[Sample]) -> Status:
+        total: dict[str, float] = defaultdict(float)
+        lag: dict[str, float] = defaultdict(float)
+        drift: dict[str, float] = {}
+        for name, labels, value in samples:
+            if name == "defectflow_frames_accepted_total":
+                total["frames"] += value
+            elif name == "defectflow_db_rows_written_total":
+                total["stored"] += value
+            elif name == "defectflow_verdicts_total":
+                total[labels.get("verdict", "")] += value
+            elif name == "defectflow_consumer_lag_messages":
+                lag[labels.get("stage", "?")] += value
+            elif name == "defectflow_score_drift_ks":
+                drift[labels.get("line", "?")] = max(value, drift.get(labels.get("line", "?"), 0))
+        return cls(
+            int(total["frames"]),
+            int(total["stored"]),
+            int(total["ng"]),
+            int(total["review"]),
+            {k: int(v) for k, v in sorted(lag.items())},
+            dict(sorted(drift.items())),
         )
 
-
-def consumer_lag(bootstrap: str) -> dict[str, int]:
-    """Per consumer group: end offset minus committed offset, summed over partitions.
-
-    Approximate against Tansu (its end offsets can be short by up to one batch);
-    exact on Apache Kafka.
-    """
-    admin = KafkaAdminClient(bootstrap_servers=bootstrap)
-    probe = KafkaConsumer(bootstrap_servers=bootstrap)
-    try:
-        lag = {}
-        for topic, group in topics.GROUPS.items():
-            committed = admin.list_group_offsets(group).get(group, {})
-            parts = [tp for tp in committed if tp.topic == topic]
-            ends = probe.end_offsets(parts) if parts else {}
-            lag[group] = sum(max(0, ends[tp] - committed[tp].offset) for tp in parts)
-        return lag
-    finally:
-        admin.close()
-        probe.close()
-
-
-def db_counts(engine: sa.Engine) -> tuple[int, int, int]:
-    with engine.connect() as conn:
-        rows = conn.execute(
-            sa.text("select verdict, count(*) from inspections group by verdict")
-        ).all()
-    counts = {int(v): int(n) for v, n in rows}
-    return sum(counts.values()), counts.get(2, 0), counts.get(3, 0)
+    def line(self) -> str:
+        lag = " ".join(f"{stage}~{n}" for stage, n in self.lag.items())
+        text = (
+            f"frames in {self.frames_in:6d} | stored {self.stored:6d} | NG {self.ng:5d} | "
+            f"REVIEW {self.review:4d} | lag {lag or '-'}"
+        )
+        if self.drift:
+            text += " | drift " + " ".join(f"{ln} {ks:.2f}" for ln, ks in self.drift.items())
+        return text

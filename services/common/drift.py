@@ -3,8 +3,9 @@
 A model's silent failure on a line is drift (lighting, material, camera): the score
 distribution of good parts moves until false rejects explode or defects slip through.
 `defectflow calibrate` records the good parts' scores beside the recipe
-(`<recipes_dir>/<recipe id>.scores.json`); postprocess keeps the last `window` scores per
-(line, recipe) and exports two statistics against that reference:
+(`<recipes_dir>/<recipe id>.scores.json`); postprocess keeps the last `window` scores of
+parts below the review threshold per (line, recipe) and exports two statistics against
+that reference:
 
 - the two-sample Kolmogorov-Smirnov statistic D (max distance of the two empirical CDFs,
   0..1, needs no binning); the alert fires above `KS_ALERT` on a full window. Under "no
@@ -133,17 +134,27 @@ class DriftMonitor:
         self.missing.discard(recipe_id)
         return self._refs[recipe_id][1]
 
-    def add(self, line: str, recipe_id: str, score: float) -> tuple[float, float] | None:
-        """Add one image score; returns (ks, psi) now, or None without a reference."""
-        if not math.isfinite(score):
-            return None  # a frame with no tiles has no score
+    def add(
+        self, line: str, recipe_id: str, score: float, below: float = math.inf
+    ) -> tuple[float, float] | None:
+        """Add one image score; returns (ks, psi) now, or None when the score does not count
+        or the recipe has no reference.
+
+        Only scores below `below` (the recipe's review threshold) count, on both sides: the
+        reference holds good parts only, and the live stream also carries the defective
+        parts the line rightly rejects, which are no drift. A shift that pushes good parts
+        above the threshold shows here as the rest of them moving up, and in the NG-rate
+        alert."""
+        if not math.isfinite(score) or score >= below:
+            return None  # no tiles (no score), or a part the model flags
         ref = self.reference(recipe_id)
         if ref is None:
             return None
+        reference = ref.scores[: np.searchsorted(ref.scores, below, side="left")]
         win = self.windows.setdefault((line, recipe_id), deque(maxlen=self.window))
         win.append(score)
         live = np.fromiter(win, dtype=float, count=len(win))
-        ks, p = ks_statistic(ref.scores, live), psi(ref.scores, live)
+        ks, p = ks_statistic(reference, live), psi(reference, live)
         metrics.DRIFT_KS.labels(line, recipe_id).set(ks)
         metrics.DRIFT_PSI.labels(line, recipe_id).set(p)
         metrics.DRIFT_WINDOW.labels(line, recipe_id).set(len(win))

@@ -25,6 +25,12 @@ class IngestSettings(StageSettings):
     height: int = 512
     seed: int = 0
     inline_max_bytes: int = 64 * 1024  # larger images go to the blob store (claim check)
+    takt_s: float = 0.0  # a part's verdict is due this long after capture; 0 = 1 / fps
+    # synthetic cameras only: the lamp of these lines (comma list, empty = all) changes to
+    # `illumination_gain` after `illumination_after` parts (drift monitoring tests, demos)
+    illumination_gain: float = 1.0
+    illumination_after: int = 0
+    illumination_lines: str = ""
     max_lag_frames: int = 2  # drop policy: skip capture ticks when further behind
     ground_truth_path: Path | None = None  # accepted log: one JSON line per accepted frame
     spool_dir: Path | None = Path("var/ingest-spool")  # write-ahead spool, one per replica

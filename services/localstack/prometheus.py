@@ -16,7 +16,7 @@ import shutil
 import time
 import urllib.parse
 import urllib.request
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -55,9 +55,10 @@ def config(targets_file: Path, rule_files: list[Path], interval_s: float = 1.0) 
     }
 
 
-def write_targets(path: Path, targets: Mapping[str, str]) -> None:
-    """targets: job -> host:port. Written atomically (Prometheus watches this file)."""
-    groups = [{"targets": [addr], "labels": {"job": job}} for job, addr in sorted(targets.items())]
+def write_targets(path: Path, targets: Iterable[tuple[str, str]]) -> None:
+    """targets: (job, host:port) pairs; replicas of a service share its job. Written
+    atomically (Prometheus watches this file)."""
+    groups = [{"targets": [addr], "labels": {"job": job}} for job, addr in sorted(targets)]
     tmp = path.with_suffix(".tmp")
     tmp.write_text(json.dumps(groups, indent=1))
     tmp.replace(path)
@@ -77,7 +78,7 @@ class Prometheus:
     def targets_file(self) -> Path:
         return self.workdir / "targets.json"
 
-    def set_targets(self, targets: Mapping[str, str]) -> None:
+    def set_targets(self, targets: Iterable[tuple[str, str]]) -> None:
         write_targets(self.targets_file, targets)
 
     def api(self, path: str, **params: str) -> dict:
@@ -96,9 +97,10 @@ class Prometheus:
             raise PrometheusError(f"{path} {params}: {doc.get('error', doc)}")
         return doc["data"]
 
-    def query(self, promql: str) -> list[dict]:
-        """Instant query: the result vector (list of {metric, value})."""
-        data = self.api("query", query=promql)
+    def query(self, promql: str, at: float | None = None) -> list[dict]:
+        """Instant query (now, or at unix time `at`): the result vector."""
+        params = {"query": promql} if at is None else {"query": promql, "time": f"{at:.3f}"}
+        data = self.api("query", **params)
         result = data["result"]
         return result if data["resultType"] == "vector" else [{"metric": {}, "value": result}]
 
@@ -131,7 +133,7 @@ class PrometheusError(RuntimeError):
 
 def start_prometheus(
     workdir: Path,
-    targets: Mapping[str, str] | None = None,
+    targets: Iterable[tuple[str, str]] = (),
     rule_files: list[Path] | None = None,
     port: int | None = None,
     interval_s: float = 1.0,
@@ -142,7 +144,7 @@ def start_prometheus(
     port = port or free_port()
     home = Path(workdir) / "prometheus"
     home.mkdir(parents=True, exist_ok=True)
-    write_targets(home / "targets.json", targets or {})
+    write_targets(home / "targets.json", targets)
     cfg = home / "prometheus.yml"
     rules = [RULES] if rule_files is None else rule_files
     cfg.write_text(yaml.safe_dump(config(home / "targets.json", rules, interval_s)))

@@ -15,6 +15,7 @@ from services.common.kafka_admin import ensure_topics
 from services.localstack.broker import Broker, start_broker
 from services.localstack.postgres import Postgres, start_postgres
 from services.localstack.process import ManagedProcess, free_port, port_open
+from services.localstack.prometheus import Prometheus, start_prometheus
 from services.localstack.triton import Triton, start_triton
 
 SERVICES = ("ingest", "tiling", "inference", "postprocess", "store")
@@ -30,6 +31,8 @@ class LocalStack:
     triton: Triton | None = None
     prepared: Prepared | None = None
     query_port: int = 0
+    prometheus: Prometheus | None = None
+    metrics_ports: dict[str, int] = field(default_factory=dict)  # service label -> port
     services: dict[str, ManagedProcess] = field(default_factory=dict)
     service_args: dict[str, tuple[str, dict[str, str] | None]] = field(default_factory=dict)
 
@@ -52,6 +55,7 @@ class LocalStack:
     def start_triton(self) -> Triton:
         if self.triton is None:
             self.triton = start_triton(self.prepare_models().repository, self.workdir)
+            self._update_targets()
         return self.triton
 
     def restart_triton(self) -> Triton:
@@ -73,6 +77,35 @@ class LocalStack:
         old.stop()
         self.postgres = start_postgres(self.workdir / "postgres", port=old.port)
         return self.postgres
+
+    def start_prometheus(self) -> Prometheus:
+        """Prometheus scraping every service started (before or after) and Triton."""
+        if self.prometheus is None:
+            self.prometheus = start_prometheus(self.workdir, self.scrape_targets())
+        return self.prometheus
+
+    def metrics_urls(self) -> dict[str, str]:
+        """Service label -> its /metrics URL, for the services started."""
+        return {
+            label: f"http://127.0.0.1:{port}/metrics"
+            for label, port in self.metrics_ports.items()
+            if label in self.services
+        }
+
+    def scrape_targets(self) -> list[tuple[str, str]]:
+        """(job, host:port): a replica's job is its service name, like a Kubernetes Service."""
+        targets = [
+            (self.service_args[label][0], f"127.0.0.1:{port}")
+            for label, port in self.metrics_ports.items()
+            if label in self.services
+        ]
+        if self.triton is not None:
+            targets.append(("triton", f"127.0.0.1:{self.triton.metrics_port}"))
+        return targets
+
+    def _update_targets(self) -> None:
+        if self.prometheus is not None:
+            self.prometheus.set_targets(self.scrape_targets())
 
     def start_components(self) -> LocalStack:
         """Start whatever is not running yet; each step is also usable alone (test fixtures)."""
@@ -114,14 +147,17 @@ class LocalStack:
         if name == "store" and not self.query_port:
             self.query_port = free_port()
         label = name if replica == 0 else f"{name}-{replica}"
+        # one /metrics port per label, kept across restarts (Prometheus keeps its target)
+        port = self.metrics_ports.setdefault(label, free_port())
         proc = ManagedProcess(
             name=label,
             argv=[sys.executable, "-m", f"services.{name}.main"],
             log_path=self.workdir / "logs" / f"{label}.log",
-            env=self.service_env(name, extra),
+            env=self.service_env(name, {"metrics_port": str(port), **(extra or {})}),
         ).start()
         self.services[label] = proc
         self.service_args[label] = (name, extra)
+        self._update_targets()
         if name == "store":
             proc.wait_ready(lambda: port_open(self.query_port), 60)
         return proc
@@ -141,9 +177,10 @@ class LocalStack:
         for proc in reversed(list(self.services.values())):
             proc.stop(timeout_s=15)
         self.services.clear()
+        self._update_targets()
 
     def stop(self) -> None:
         self.stop_services()
-        for comp in (self.triton, self.postgres, self.broker):
+        for comp in (self.prometheus, self.triton, self.postgres, self.broker):
             if comp is not None:
                 comp.stop()

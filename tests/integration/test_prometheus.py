@@ -30,7 +30,7 @@ def test_scrapes_targets_added_after_start_and_loads_the_rules(prom):
     w.labels("line-1", "r").set(50)
     port = free_port()
     start_http_server(port, addr="127.0.0.1", registry=registry)
-    prom.set_targets({"postprocess": f"127.0.0.1:{port}"})
+    prom.set_targets([("postprocess", f"127.0.0.1:{port}")])
 
     result = prom.wait_for(
         lambda: prom.query('defectflow_score_drift_ks{job="postprocess"}'), 20, "scraped sample"

@@ -95,3 +95,23 @@ def test_monitor_without_reference_exports_nothing_and_a_recalibration_resets(tm
     ks, _ = mon.add("line-c", "r2", 5.0)
     assert gauge("defectflow_score_drift_window_scores", "line-c", "r2") == 1
     assert ks == pytest.approx(0.5, abs=0.05)
+
+
+def test_rejected_parts_are_no_drift(tmp_path):
+    """30 % obvious defects far above the threshold: the OK parts alone are compared."""
+    rng = np.random.default_rng(2)
+    drift.save_reference(tmp_path, "r3", 1, scores(rng, 60))
+    mon = drift.DriftMonitor(tmp_path, window=50)
+    counted = 0
+    for _ in range(120):
+        defective = rng.random() < 0.3
+        s = float(rng.normal(30.0, 2.0) if defective else scores(rng, 1)[0])
+        counted += mon.add("line-d", "r3", s, below=21.0) is not None
+    assert counted < 100
+    assert gauge("defectflow_score_drift_ks", "line-d", "r3") < drift.KS_ALERT
+    everything = drift.DriftMonitor(tmp_path, window=50)
+    for _ in range(120):
+        defective = rng.random() < 0.3
+        s = float(rng.normal(30.0, 2.0) if defective else scores(rng, 1)[0])
+        everything.add("line-e", "r3", s)
+    assert gauge("defectflow_score_drift_ks", "line-e", "r3") > 0.2  # why the filter exists

@@ -10,6 +10,7 @@ import numpy as np
 import tritonclient.grpc as grpcclient
 from tritonclient.utils import InferenceServerException
 
+from services.common import metrics
 from services.common.errors import Transient
 
 
@@ -68,6 +69,7 @@ class TritonModels:
     def _run(self, model: str, version: str, batches: list[np.ndarray], names: tuple[str, ...]):
         done: queue.Queue = queue.Queue()
         results: list = [None] * len(batches)
+        sent: dict[int, float] = {}
         in_flight = 0
         next_i = 0
         finished = 0
@@ -77,6 +79,8 @@ class TritonModels:
                 inp.set_data_from_numpy(batches[next_i])
                 outs = [grpcclient.InferRequestedOutput(n) for n in names]
                 i = next_i
+                metrics.BATCH_SIZE.labels(model).observe(len(batches[i]))
+                sent[i] = time.perf_counter()
                 self.client.async_infer(
                     model,
                     [inp],
@@ -88,6 +92,7 @@ class TritonModels:
                 in_flight += 1
                 next_i += 1
             i, result, error = done.get(timeout=self.timeout_s + 5)
+            metrics.TRITON_SECONDS.labels(model).observe(time.perf_counter() - sent[i])
             in_flight -= 1
             finished += 1
             if error is not None:
