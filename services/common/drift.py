@@ -4,8 +4,8 @@ A model's silent failure on a line is drift (lighting, material, camera): the sc
 distribution of good parts moves until false rejects explode or defects slip through.
 `defectflow calibrate` records the good parts' scores beside the recipe
 (`<recipes_dir>/<recipe id>.scores.json`); postprocess keeps the last `window` scores of
-parts below the review threshold per (line, recipe) and exports two statistics against
-that reference:
+parts below the NG threshold per (line, recipe) and exports two statistics against that
+reference:
 
 - the two-sample Kolmogorov-Smirnov statistic D (max distance of the two empirical CDFs,
   0..1, needs no binning); the alert fires above `KS_ALERT` on a full window. Under "no
@@ -140,11 +140,11 @@ class DriftMonitor:
         """Add one image score; returns (ks, psi) now, or None when the score does not count
         or the recipe has no reference.
 
-        Only scores below `below` (the recipe's review threshold) count, on both sides: the
+        Only scores below `below` (the recipe's NG threshold) count, on both sides: the
         reference holds good parts only, and the live stream also carries the defective
-        parts the line rightly rejects, which are no drift. A shift that pushes good parts
-        above the threshold shows here as the rest of them moving up, and in the NG-rate
-        alert."""
+        parts the line rightly rejects, which are no drift. Good parts pushed into the
+        REVIEW band still count (that is the drift to catch); pushed past the NG threshold
+        they show as the rest moving up, and in the NG-rate alert."""
         if not math.isfinite(score) or score >= below:
             return None  # no tiles (no score), or a part the model flags
         ref = self.reference(recipe_id)

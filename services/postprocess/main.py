@@ -150,7 +150,7 @@ class PostprocessHandler:
         """Verdict and defect counters; the image score into the line's drift window."""
         line, recipe = fa.context.source.line, fa.recipe.id
         _observe_verdict(line, recipe, decision)
-        self.drift.add(line, recipe, decision.score, fa.recipe.thresholds.review_low)
+        self.drift.add(line, recipe, decision.score, fa.recipe.thresholds.image)
 
 
 def _detection(d: predictions_pb2.TileDetection, recipe: Recipe) -> Det:
