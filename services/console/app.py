@@ -216,11 +216,15 @@ def create_app(settings: ConsoleSettings, api: QueryApi | None = None) -> FastAP
         flt = query_pb2.InspectionFilter(captured_from_unix_ns=since)
         token, read = "", 0
         while True:  # backfill, then watch from exactly where the list ended
-            resp = await qapi.call(
-                "ListInspections",
-                query_pb2.ListInspectionsRequest(filter=flt, page_size=1000, page_token=token),
-                s.token,
-            )
+            try:
+                resp = await qapi.call(
+                    "ListInspections",
+                    query_pb2.ListInspectionsRequest(filter=flt, page_size=1000, page_token=token),
+                    s.token,
+                )
+            except ApiError as err:
+                yield stream_failed(err.code, err.details)
+                return
             for rec in resp.records:
                 board.add(*board_event(rec))
             read += len(resp.records)
@@ -239,7 +243,7 @@ def create_app(settings: ConsoleSettings, api: QueryApi | None = None) -> FastAP
                         board.add(*board_event(ev.record))
                         changes.put_nowait(True)
             except grpc.aio.AioRpcError as err:
-                changes.put_nowait(err)
+                changes.put_nowait(ApiError(err.code(), err.details() or ""))
 
         task = asyncio.create_task(pump())
         sent, last = board.version, time.monotonic()
@@ -249,8 +253,8 @@ def create_app(settings: ConsoleSettings, api: QueryApi | None = None) -> FastAP
                     item = await asyncio.wait_for(changes.get(), timeout=1.0)
                 except TimeoutError:
                     item = None
-                if isinstance(item, Exception):
-                    yield f"event: failed\ndata: {to_json({'error': str(item)})}\n\n"
+                if isinstance(item, ApiError):
+                    yield stream_failed(item.code, item.details)
                     return
                 now = time.monotonic()
                 if (board.version != sent and now - last >= 1.0) or now - last >= 10.0:
@@ -411,6 +415,16 @@ def create_app(settings: ConsoleSettings, api: QueryApi | None = None) -> FastAP
         return {"ok": True}
 
     return app
+
+
+def stream_failed(code: grpc.StatusCode, details: str) -> str:
+    """The end of a live stream: a refusal stops the page's EventSource (a `failed` event);
+    anything else (store restarting, network) ends the response and the browser reconnects
+    after the `retry` interval, starting again from a fresh backfill."""
+    if code in (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED):
+        return f"event: failed\ndata: {to_json({'error': f'{code.name}: {details}'})}\n\n"
+    log.warning("live stream ended (%s: %s); the browser reconnects", code.name, details)
+    return ": stream ended, reconnect\n\n"
 
 
 def safe_next(path: str) -> str:

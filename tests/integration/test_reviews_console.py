@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import time
 
 import cv2
@@ -220,3 +221,15 @@ def test_an_open_api_signs_in_with_an_empty_token(postgres, store_api, tmp_path)
     finally:
         api.stop(0)
         engine.dispose()
+
+
+def test_live_board_starts_with_the_recent_records(console):
+    sign_in(console, READ)
+    with console.stream("GET", "/events") as resp:
+        assert resp.headers["content-type"].startswith("text/event-stream")
+        lines = resp.iter_lines()
+        data = next(line for line in lines if line.startswith("data: "))
+    board = json.loads(data[len("data: ") :])
+    assert board["total"]["count"] == 30
+    assert {(c["line"], c["count"]) for c in board["cameras"]} == {("line-1", 15), ("line-2", 15)}
+    assert board["total"]["ng"] == 10 and board["total"]["review"] == 10
