@@ -34,3 +34,9 @@ class IngestSettings(StageSettings):
     max_lag_frames: int = 2  # drop policy: skip capture ticks when further behind
     ground_truth_path: Path | None = None  # accepted log: one JSON line per accepted frame
     spool_dir: Path | None = Path("var/ingest-spool")  # write-ahead spool, one per replica
+    # cameras file (docs/cameras.md): when set, ingest reads the cameras it lists (GigE
+    # Vision, RTSP, USB, ...) instead of `source`, and follows changes to it at runtime
+    cameras_path: Path | None = None
+    plc_endpoint: str = ""  # OPC UA; the file's plc_stations capture on the PLC's part ids
+    plc_namespace: str = "urn:defectflow:plc"
+    plc_publishing_ms: float = 0.0

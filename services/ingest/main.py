@@ -95,8 +95,10 @@ def frame_message(
     seq: int,
     instance: str,
     recipe_id: str | None = None,
+    part_id: str = "",
+    captured_unix_ns: int = 0,
 ) -> frames_pb2.Frame:
-    received = time.time_ns()
+    received = captured_unix_ns or time.time_ns()
     frame_id = new_frame_id()
     data = encode_png(image)
     h, w = image.shape[:2]
@@ -116,7 +118,7 @@ def frame_message(
         frame_id=frame_id,
         recipe_id=recipe_id or s.recipe_id,
         recipe_version=0,
-        part_id=f"{cam.name}-{seq:08d}",
+        part_id=part_id or f"{cam.name}-{seq:08d}",
         captured_unix_ns=received,
         sequence=seq,
         image=ref,
@@ -178,6 +180,10 @@ def recover(spool: Spool, truth: GroundTruthLog) -> tuple[list[Spooled], Counter
 
 
 def run(s: IngestSettings, stop: threading.Event) -> int:
+    if s.cameras_path is not None:
+        from services.ingest.fleet import run_fleet
+
+        return run_fleet(s, stop)
     log = setup_logging("ingest", s.log_level)
     metrics.serve(s.metrics_port, s.metrics_addr)
     ensure_topics(s.kafka_bootstrap)

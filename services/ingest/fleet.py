@@ -1,0 +1,184 @@
+"""Ingest from a cameras file: any mix of drivers, changed at runtime, tagged by the PLC.
+
+Stations listed under `plc_stations` capture when the PLC announces a part (its PartId
+node, services/common/opcua.py): each camera of the station is asked for one frame tagged
+with the PLC's part id. Other cameras free-run at their `fps`, tagged `<camera>-<seq>`.
+Frames go through the same write-ahead spool and acknowledged send as the classic sources.
+"""
+
+from __future__ import annotations
+
+import queue
+import socket
+import threading
+import time
+
+from prometheus_client import Counter, Gauge
+
+from services.common import metrics, topics
+from services.common.blobstore import LocalBlobStore
+from services.common.kafka_admin import ensure_topics
+from services.common.logs import setup_logging
+from services.common.opcua import PartTrigger, PlcLink
+from services.common.stage import make_producer
+from services.ingest.adapters.assignments import LineRecipes
+from services.ingest.adapters.cameras import GroundTruthLog
+from services.ingest.adapters.drivers import CameraFleet, Driver, Health
+from services.ingest.adapters.spool import Spool, Spooled
+from services.ingest.config import IngestSettings
+from services.ingest.logic import Pacer
+from services.ingest.main import FRAMES_DROPPED, FRAMES_RESENT, Sender, frame_message, recover
+
+CAMERA_UP = Gauge("defectflow_camera_connected", "1 while the camera delivers", ["camera"])
+CAMERA_EVENTS = Counter(
+    "defectflow_camera_events_total",
+    "Camera trouble: kind=incomplete (broken buffer), missed (a request got no frame in "
+    "time), reconnect",
+    ["camera", "kind"],
+)
+CAMERA_GAP = Counter(
+    "defectflow_camera_gap_seconds_total", "Time without frames while a camera was down", ["camera"]
+)
+PLC_TRIGGERS = Counter(
+    "defectflow_ingest_plc_triggers_total", "Parts the PLC announced, by station", ["station"]
+)
+POLL_S = 0.005  # how often triggers and camera threads are checked: the added trigger latency
+CAMERAS_ACTIVE = Gauge("defectflow_cameras_active", "Cameras open from the cameras file")
+
+
+class _Cam:
+    """What `frame_message` needs to know about a camera."""
+
+    def __init__(self, name: str, d: Driver) -> None:
+        self.name, self.line, self.station = name, d.spec.line, d.spec.station
+
+
+class HealthExport:
+    """Turns each driver's cumulative health into counter increments."""
+
+    def __init__(self) -> None:
+        self.last: dict[str, Health] = {}
+
+    def update(self, name: str, h: Health) -> None:
+        prev = self.last.get(name, Health())
+        CAMERA_UP.labels(name).set(1 if h.connected else 0)
+        for kind, now, before in (
+            ("incomplete", h.incomplete, prev.incomplete),
+            ("missed", h.missed, prev.missed),
+            ("reconnect", h.reconnects, prev.reconnects),
+        ):
+            if now > before:
+                CAMERA_EVENTS.labels(name, kind).inc(now - before)
+        if h.gap_s > prev.gap_s:
+            CAMERA_GAP.labels(name).inc(h.gap_s - prev.gap_s)
+        self.last[name] = Health(**vars(h))
+
+
+def run_fleet(s: IngestSettings, stop: threading.Event) -> int:
+    assert s.cameras_path is not None
+    log = setup_logging("ingest", s.log_level)
+    metrics.serve(s.metrics_port, s.metrics_addr)
+    ensure_topics(s.kafka_bootstrap)
+    instance = s.instance or socket.gethostname()
+    blobs = LocalBlobStore(s.blob_root)
+    truth = GroundTruthLog(s.ground_truth_path)
+    spool = Spool(s.spool_dir)
+    producer = make_producer(s.kafka_bootstrap)
+    sender = Sender(producer, spool, truth, log)
+    resend, _ = recover(spool, truth)
+    if resend:
+        log.info("resending %d frames captured but not acknowledged before a restart", len(resend))
+        FRAMES_RESENT.inc(len(resend))
+        sender.unacked = resend
+    line_recipes = LineRecipes(s.line_recipes_path, s.recipe_id)
+    fleet = CameraFleet(s.cameras_path)
+    fleet.refresh()
+    triggers: queue.Queue[PartTrigger] = queue.Queue()
+    link = None
+    if s.plc_endpoint and fleet.config.plc_stations:
+        link = PlcLink(
+            s.plc_endpoint,
+            fleet.config.plc_stations,
+            triggers.put,
+            s.plc_namespace,
+            s.plc_publishing_ms,
+        ).start()
+    pacers: dict[str, Pacer] = {}
+    seqs: dict[str, int] = {}
+    health = HealthExport()
+    next_check = 0.0
+    backoff = 0.5
+    while not stop.is_set():
+        now = time.monotonic()
+        if now >= next_check:
+            next_check = now + 1.0
+            if fleet.refresh() and link is not None and fleet.config.plc_stations != link.stations:
+                log.warning("plc_stations changed: restart ingest to follow new stations")
+            CAMERAS_ACTIVE.set(len(fleet.drivers))
+            for name, d in fleet.drivers.items():
+                health.update(name, d.health())
+        if sender.unacked:
+            if not sender.send(sender.unacked):
+                stop.wait(backoff)
+                backoff = min(backoff * 2, 10.0)
+                continue
+            backoff = 0.5
+        plc_stations = set(fleet.config.plc_stations) if link is not None else set()
+        while True:
+            try:
+                t = triggers.get_nowait()
+            except queue.Empty:
+                break
+            PLC_TRIGGERS.labels(t.station).inc()
+            for d in fleet.at_station(t.station):
+                d.request(t.part_id)
+        for name, d in list(fleet.drivers.items()):
+            if d.spec.station in plc_stations or d.finished:
+                continue
+            pacer = pacers.get(name)
+            if pacer is None or pacer.period_s != 1.0 / d.spec.fps:
+                pacer = pacers[name] = Pacer(1.0 / d.spec.fps, s.max_lag_frames, now)
+                FRAMES_DROPPED.labels(d.spec.line, name)
+            dropped = pacer.dropped
+            if pacer.due(now):
+                d.request(f"{name}-{seqs.get(name, 0):08d}")
+            if pacer.dropped > dropped:
+                FRAMES_DROPPED.labels(d.spec.line, name).inc(pacer.dropped - dropped)
+        batch = []
+        for name, d in list(fleet.drivers.items()):
+            for tag, grab in d.take():
+                seq = seqs.get(name, 0)
+                seqs[name] = seq + 1
+                cam = _Cam(name, d)
+                msg = frame_message(
+                    s,
+                    cam,  # type: ignore[arg-type]
+                    grab.image,
+                    blobs,
+                    seq,
+                    instance,
+                    line_recipes.recipe_for(cam.line),
+                    part_id=tag,
+                    captured_unix_ns=grab.captured_unix_ns,
+                )
+                item = Spooled(
+                    msg.context.frame_id,
+                    cam.line,
+                    name,
+                    topics.camera_key(cam.line, cam.station, name),
+                    msg.SerializeToString(),
+                    {"part_id": tag, **(grab.truth or {})},
+                )
+                spool.put(item)
+                batch.append(item)
+        if batch:
+            sender.send(batch)
+        # triggers are answered within milliseconds; free-running cameras at their rate
+        wake = min((p.next_due for p in pacers.values()), default=now + POLL_S)
+        stop.wait(max(0.001, min(POLL_S, wake - time.monotonic())))
+    if link is not None:
+        link.stop()
+    fleet.close()
+    producer.close(timeout=10)
+    log.info("ingest done: %d frames accepted", sender.accepted)
+    return sender.accepted
