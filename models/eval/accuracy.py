@@ -66,6 +66,15 @@ def run(
             f"{fam}: image AUROC {anomaly['image_auroc']:.3f}, AUPRO {anomaly['aupro_0.3']:.3f}, "
             f"box mAP@0.5 {detect['box_map50']:.3f}"
         )
+    elpv_result = None
+    if elpv:
+        from models.eval import elpv as elpv_eval
+
+        elpv_result = elpv_eval.evaluate()
+        echo(
+            f"ELPV image AUROC: mono {elpv_result['mono']['image_auroc']:.3f}, "
+            f"poly {elpv_result['poly']['image_auroc']:.3f}"
+        )
     text = render(
         results,
         command,
@@ -75,6 +84,7 @@ def run(
         time.perf_counter() - t_start,
         (train_good, test_good, test_per_type),
     )
+    text += render_elpv(elpv_result)
     report.parent.mkdir(parents=True, exist_ok=True)
     report.write_text(text)
     return results

@@ -143,16 +143,13 @@ def build(
 def accuracy(
     workdir: Path = typer.Option(Path("var/accuracy")),
     report: Path = typer.Option(Path("docs/accuracy.md")),
+    elpv: bool = typer.Option(False, help="also the real-data check on ELPV (optional extra)"),
 ) -> None:
     """Generate data, fit and train every reference model, evaluate, write the report."""
     from models.eval.accuracy import run
 
-    run(
-        workdir,
-        report,
-        f"defectflow accuracy --workdir {workdir} --report {report}",
-        echo=typer.echo,
-    )
+    command = f"defectflow accuracy --workdir {workdir} --report {report}"
+    run(workdir, report, command + (" --elpv" if elpv else ""), echo=typer.echo, elpv=elpv)
     typer.echo(f"report: {report}")
 
 
