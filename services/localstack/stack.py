@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import sys
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -131,8 +132,6 @@ class LocalStack:
         if name == "inference":
             assert self.triton, "start_triton() first"
             env[p + "TRITON_URL"] = self.triton.grpc_url
-        if name == "ingest":
-            env[p + "SPOOL_DIR"] = str(self.workdir / "ingest-spool")
         if name == "store":
             assert self.postgres, "start_postgres() first"
             env[p + "DATABASE_URL"] = self.postgres.url
@@ -147,6 +146,11 @@ class LocalStack:
         if name == "store" and not self.query_port:
             self.query_port = free_port()
         label = name if replica == 0 else f"{name}-{replica}"
+        if name == "ingest" and "spool_dir" not in (extra or {}):
+            # a spool of its own for each ingest run; restart_service passes it on, so a
+            # restarted ingest resends what the killed one had not got acknowledged
+            spool = self.workdir / "ingest-spool" / f"{label}-{uuid.uuid4().hex[:8]}"
+            extra = {**(extra or {}), "spool_dir": str(spool)}
         # one /metrics port per label, kept across restarts (Prometheus keeps its target)
         port = self.metrics_ports.setdefault(label, free_port())
         proc = ManagedProcess(
