@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import queue
 import socket
+import sys
 import threading
 import time
 
@@ -27,7 +28,6 @@ from services.ingest.adapters.drivers import CameraFleet, Driver, Health
 from services.ingest.adapters.spool import Spool, Spooled
 from services.ingest.config import IngestSettings
 from services.ingest.logic import Pacer
-from services.ingest.main import FRAMES_DROPPED, FRAMES_RESENT, Sender, frame_message, recover
 
 CAMERA_UP = Gauge("defectflow_camera_connected", "1 while the camera delivers", ["camera"])
 CAMERA_EVENTS = Counter(
@@ -44,6 +44,17 @@ PLC_TRIGGERS = Counter(
 )
 POLL_S = 0.005  # how often triggers and camera threads are checked: the added trigger latency
 CAMERAS_ACTIVE = Gauge("defectflow_cameras_active", "Cameras open from the cameras file")
+
+
+def _ingest_main():  # type: ignore[no-untyped-def]
+    """services.ingest.main as loaded: under `python -m` it is __main__, and importing it
+    again would register its Prometheus metrics twice."""
+    main = sys.modules.get("__main__")
+    if getattr(getattr(main, "__spec__", None), "name", None) == "services.ingest.main":
+        return main
+    import services.ingest.main as loaded
+
+    return loaded
 
 
 class _Cam:
@@ -76,6 +87,9 @@ class HealthExport:
 
 def run_fleet(s: IngestSettings, stop: threading.Event) -> int:
     assert s.cameras_path is not None
+    m = _ingest_main()
+    FRAMES_DROPPED, FRAMES_RESENT = m.FRAMES_DROPPED, m.FRAMES_RESENT  # noqa: N806
+    Sender, frame_message, recover = m.Sender, m.frame_message, m.recover  # noqa: N806
     log = setup_logging("ingest", s.log_level)
     metrics.serve(s.metrics_port, s.metrics_addr)
     ensure_topics(s.kafka_bootstrap)
