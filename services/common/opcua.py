@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from asyncua import Client, ua
 
 log = logging.getLogger("defectflow.opcua")
+logging.getLogger("asyncua").setLevel(logging.WARNING)  # its INFO logs every publish response
 
 NAMESPACE = "urn:defectflow:plc"
 PART_ID, VERDICT, DEFECT_CODE, VERDICT_PART_ID = "PartId", "Verdict", "DefectCode", "VerdictPartId"
@@ -80,6 +81,7 @@ class PlcLink:
         self.request_timeout_s, self.keepalive_s = request_timeout_s, keepalive_s
         self.connected = threading.Event()
         self.connects = 0  # successful (re)connections
+        self.last_part: dict[str, str] = {}  # station -> the last part id seen
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="opcua", daemon=True)
         self._client: Client | None = None
@@ -187,9 +189,14 @@ class _Notifications:
 
     def datachange_notification(self, node, val, data) -> None:  # type: ignore[no-untyped-def]
         station = str(node.nodeid.Identifier).rsplit(".", 1)[0]
+        last = self.link.last_part
         if station not in self.seen:
             self.seen.add(station)  # the value the node had when we subscribed: not new
+            last[station] = str(val)
             return
-        if not val or self.link.on_part is None:
+        # a recreated subscription (asyncua renews stale ones) reports the current value
+        # again: part ids are unique, so a repeat is never a new part
+        if not val or str(val) == last.get(station) or self.link.on_part is None:
             return
+        last[station] = str(val)
         self.link.on_part(PartTrigger(station, str(val), time.time_ns(), time.monotonic()))
