@@ -10,6 +10,7 @@ from pathlib import Path
 
 import typer
 
+from services.cli.bench import bench
 from services.cli.chaos import app as chaos_app
 from services.cli.console import register as register_console
 from services.cli.db import app as db_app
@@ -38,6 +39,7 @@ app.add_typer(models_app, name="models")
 register_console(app)
 app.command("accuracy")(accuracy)
 app.command("calibrate")(calibrate)
+app.command("bench")(bench)
 
 
 @app.command()

@@ -1,0 +1,90 @@
+"""Benchmark arithmetic: tile counts, percentiles, where a frame's time went, sizing."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from services.bench.logic import (
+    StoredFrame,
+    frame_spans,
+    latencies,
+    percentiles,
+    replicas_for,
+    stage_breakdown,
+    tiles_per_frame,
+)
+
+MS = 1_000_000
+
+
+def frame(t0: int, hops: list[tuple[str, int, int]], stored: int) -> StoredFrame:
+    return StoredFrame(t0, stored, tuple(hops))
+
+
+def test_tiles_per_frame_matches_the_recipe_grid():
+    assert tiles_per_frame(512, 512, 128, 16) == 25  # 0,112,224,336,384 on each axis
+    assert tiles_per_frame(128, 128, 128, 16) == 1
+    assert tiles_per_frame(2048, 1024, 256, 32) == 9 * 5  # stride 224: 0..1792; 0..672, 768
+
+
+def test_percentiles_of_a_known_sample_and_nan_when_empty():
+    p = percentiles(list(range(1, 101)))
+    assert p["p50"] == pytest.approx(50.5)
+    assert p["p99"] == pytest.approx(99.01)
+    assert all(math.isnan(v) for v in percentiles([]).values())
+
+
+def test_spans_cover_capture_to_commit_without_gaps():
+    f = frame(
+        0,
+        [
+            ("ingest", 0, 5 * MS),
+            ("tiling", 7 * MS, 20 * MS),
+            ("inference", 30 * MS, 80 * MS),
+            ("postprocess", 81 * MS, 100 * MS),
+        ],
+        stored=110 * MS,
+    )
+    spans = frame_spans(f)
+    assert [(s, p) for s, p, _ in spans] == [
+        ("ingest", "process"),
+        ("tiling", "queue"),
+        ("tiling", "process"),
+        ("inference", "queue"),
+        ("inference", "process"),
+        ("postprocess", "queue"),
+        ("postprocess", "process"),
+        ("store", "queue+write"),
+    ]
+    assert sum(s for _, _, s in spans) == pytest.approx(0.110)
+    assert latencies([f]) == [pytest.approx(0.110)]
+
+
+def test_breakdown_shares_add_up_and_name_the_slow_stage():
+    frames = [
+        frame(
+            i * 1000 * MS,
+            [
+                ("ingest", i * 1000 * MS, i * 1000 * MS + MS),
+                ("tiling", i * 1000 * MS + 2 * MS, i * 1000 * MS + 3 * MS),
+                ("inference", i * 1000 * MS + 4 * MS, i * 1000 * MS + (90 + i) * MS),
+            ],
+            stored=i * 1000 * MS + (100 + i) * MS,
+        )
+        for i in range(10)
+    ]
+    rows = stage_breakdown(frames)
+    assert sum(r["share"] for r in rows) == pytest.approx(1.0)
+    slowest = max(rows, key=lambda r: r["mean_s"])
+    assert (slowest["stage"], slowest["phase"]) == ("inference", "process")
+    assert slowest["p99_s"] >= slowest["p50_s"]
+    assert stage_breakdown([]) == []
+
+
+def test_replicas_for_rounds_up_and_refuses_nonsense():
+    assert replicas_for(1000, 400) == 3
+    assert replicas_for(10, 400) == 1
+    with pytest.raises(ValueError):
+        replicas_for(1000, 0)
