@@ -1,6 +1,8 @@
 # syntax=docker/dockerfile:1
-# Triton on GPU nodes, serving the repository that `defectflow fit --target gpu` renders
-# (models/triton/build.py: platform onnxruntime_onnx, instance_group KIND_GPU).
+# Triton on GPU nodes, serving the GPU repository that models/repository/ documents
+# (models/triton/build.py: platform onnxruntime_onnx, instance_group KIND_GPU) with both
+# reference models: anomaly_brushed_metal (PatchCore, `defectflow fit`) and defects
+# (DefectNet seg/det/cls heads, `defectflow train`), rendered by `defectflow models build`.
 # Build from the repository root:
 #   docker build -f docker/triton.Dockerfile -t defectflow-triton:0.1.0 .
 # The calibrated recipe from the same fit lands in /opt/defectflow/recipes: the recipes
@@ -18,8 +20,15 @@ COPY pyproject.toml README.md ./
 COPY protos ./protos
 COPY models ./models
 COPY services ./services
-RUN pip install --no-cache-dir . \
- && defectflow fit --target gpu --workdir /build
+RUN pip install --no-cache-dir .
+# Same commands as models/repository/README.md: fit + calibrate the anomaly model, train
+# DefectNet, then render one repository holding both (the config.pbtxt files equal the
+# checked-in ones: tests/unit/test_triton_repository.py).
+RUN defectflow fit --target gpu --workdir /build \
+ && defectflow train --workdir /build \
+ && defectflow models build --target gpu --workdir /build --out /build/repository/gpu \
+ && test -f /build/repository/gpu/anomaly_brushed_metal/1/model.onnx \
+ && test -f /build/repository/gpu/defects/1/model.onnx
 
 FROM nvcr.io/nvidia/tritonserver:24.10-py3
 COPY --from=fit --chown=1000:1000 /build/repository/gpu /models
