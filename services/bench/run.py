@@ -30,6 +30,8 @@ from pathlib import Path
 import numpy as np
 import sqlalchemy as sa
 from defectflow.v1 import inspections_pb2
+from kafka import KafkaAdminClient
+from kafka.errors import KafkaError
 
 from services.bench import procstats
 from services.bench.logic import (
@@ -42,6 +44,8 @@ from services.bench.logic import (
     tiles_per_frame,
 )
 from services.bench.triton_load import TritonResult, drive, preferred_batch
+from services.common import topics
+from services.common.kafka_admin import ensure_topics
 from services.inference.config import InferenceSettings
 from services.localstack.stack import LocalStack
 from services.tiling.logic import preprocess, tile_grid
@@ -223,10 +227,32 @@ class Bench:
                 if label not in self.stack.services or not self.stack.services[label].alive():
                     self.stack.start_service(name, None, replica=r)
 
-    def start_pipeline(self) -> None:
+    def start_pipeline(self, extra: dict[str, dict[str, str]] | None = None) -> None:
         self.stack.stop_services()  # the benchmark needs the pipeline to itself
-        self.stack.start_pipeline()
+        self.stack.start_pipeline(extra)
         self.engine = sa.create_engine(self.stack.postgres.url)
+
+    def reset(self, replicas: int, extra: dict[str, dict[str, str]] | None = None) -> None:
+        """Drop the backlog an overload left in the topics: services stopped, topics
+        deleted and created again, services started, warmed up. Bounded, unlike draining
+        a backlog at the pipeline's own pace."""
+        self.stack.stop_services()
+        bootstrap = self.stack.broker.bootstrap
+        admin = KafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=10000)
+        try:
+            admin.delete_topics(list(topics.ALL), timeout_ms=10000, raise_errors=False)
+        finally:
+            admin.close()
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:  # deletion is asynchronous on some brokers
+            try:
+                ensure_topics(bootstrap, self.stack.partitions)
+                break
+            except KafkaError:
+                time.sleep(0.5)
+        self.start_pipeline(extra)
+        self.ensure_replicas(replicas)
+        self.warm_up()
 
     def warm_up(self) -> None:
         """A few frames through every stage (consumer groups joined, Triton warm)."""
@@ -247,6 +273,7 @@ class Bench:
         seconds: float | None = None,
         warmup_s: float | None = None,
         profile: bool = False,
+        drain: bool = True,
     ) -> Level:
         cfg = self.cfg
         seconds = cfg.seconds if seconds is None else seconds
@@ -293,9 +320,11 @@ class Bench:
             ingest.stop()
         lv.accepted_frames = sum(1 for _ in truth.open()) if truth.exists() else 0
         lv.dropped_by_ingest = max(0, per_cam * ncams - lv.accepted_frames)
-        lv.drained = self.wait_stored(start_ns, lv.accepted_frames)
+        lv.drained = drain and self.wait_stored(start_ns, lv.accepted_frames)
         stored = self.count_stored(t0, t1)
         lv.stored_frames_s = rate(stored, (t1 - t0) / 1e9)
+        # an overloaded level is not drained: its latencies are those of the frames that
+        # made it through while it ran (a growing queue: they grow with the window)
         frames = self.frames_captured(t0, t1)
         lv.latency_frames = len(frames)
         lv.latency_s = percentiles(latencies(frames))
@@ -444,8 +473,11 @@ def run(stack: LocalStack, cfg: BenchConfig) -> BenchResult:
                 cfg.overload * ceiling_frames,
                 n,
                 profile=(n == replicas[0] and cfg.profile_dir is not None),
+                drain=False,
             )
             res.levels.append(sat)
+            if n != replicas[-1] or (n == replicas[0] and cfg.loads):
+                bench.reset(n)  # the overload's backlog out of the way of the next level
             if n == replicas[0]:
                 for frac in cfg.loads:
                     res.levels.append(

@@ -5,22 +5,58 @@ from __future__ import annotations
 import socket
 import time
 from collections.abc import Sequence
+from functools import lru_cache
 
+import numpy as np
 from defectflow.v1 import common_pb2, frames_pb2, tiles_pb2
 from kafka.consumer.fetcher import ConsumerRecord
 
 from services.common import topics
 from services.common.blobstore import LocalBlobStore
 from services.common.codec import decode, stamp
-from services.common.domain import Rect
+from services.common.domain import Rect, TileRect
 from services.common.errors import BadInput, about_frame
 from services.common.images import decode_image
 from services.common.logs import setup_logging
-from services.common.recipes import RecipeBook
+from services.common.recipes import RecipeBook, Tiling
 from services.common.stage import Handled, Output, StatelessHandler, dead_letter, run_stage
 from services.common.tensors import to_tensor
 from services.tiling.config import TilingSettings
 from services.tiling.logic import chunk_ranges, clip_roi, preprocess, tile_grid
+
+
+@lru_cache(maxsize=16)
+def _table(mean: tuple[float, ...], std: tuple[float, ...]) -> np.ndarray:
+    """Model input of every uint8 value per RGB channel, computed exactly as
+    logic.preprocess computes it (same float32 operations, then float16)."""
+    scale = np.float32(1.0 / 255.0) / np.asarray(std, np.float32)
+    shift = np.asarray(mean, np.float32) / np.asarray(std, np.float32)
+    values = np.arange(256, dtype=np.float32)
+    return (values[None, :] * scale[:, None] - shift[:, None]).astype(np.float16)
+
+
+def preprocess_tiles(image: np.ndarray, rects: list[TileRect], t: Tiling) -> np.ndarray:
+    """logic.preprocess, bit for bit, at a fraction of the CPU: the frame is normalised once
+    through a 256-entry table per channel and tiles are sliced out of it, instead of every
+    (overlapping) tile being converted in float32. Tiles that need resizing, and images
+    that are not 8-bit mono or BGR, take logic.preprocess itself."""
+    s = t.model_input
+    mono = image.ndim == 2
+    if (
+        image.dtype != np.uint8
+        or not (mono or (image.ndim == 3 and image.shape[2] == 3))
+        or any(r.width != s or r.height != s for r in rects)
+    ):
+        return preprocess(image, rects, s, t.mean, t.std)
+    lut = _table(tuple(t.mean), tuple(t.std))
+    h, w = image.shape[:2]
+    chw = np.empty((3, h, w), np.float16)
+    for c in range(3):  # RGB order from BGR
+        np.take(lut[c], image if mono else image[:, :, 2 - c], out=chw[c])
+    out = np.empty((len(rects), 3, s, s), np.float16)
+    for i, r in enumerate(rects):
+        out[i] = chw[:, r.y : r.y1, r.x : r.x1]
+    return out
 
 
 class TilingHandler(StatelessHandler):
@@ -60,7 +96,7 @@ class TilingHandler(StatelessHandler):
         roi = clip_roi(Rect(r.x, r.y, r.width, r.height) if r else None, w, h)
         rects = tile_grid(roi, recipe.tiling.tile_size, recipe.tiling.overlap)
         t = recipe.tiling
-        pixels = preprocess(image, rects, t.model_input, t.mean, t.std)
+        pixels = preprocess_tiles(image, rects, t)
         ctx.recipe_version = recipe.version
         chunks = chunk_ranges(len(rects), pixels[0].nbytes, t.chunk_bytes)
         outputs = []

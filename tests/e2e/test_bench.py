@@ -14,13 +14,14 @@ from services.bench.run import BenchConfig, run
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 TINY = BenchConfig(
-    seconds=5.0,
+    seconds=4.0,
     warmup_s=2.0,
-    triton_seconds=3.0,
+    triton_seconds=2.0,
     lines=1,
     cameras_per_line=2,
     width=256,
     height=256,
+    overload=0.3,  # a tiny run proves the path, it does not saturate (no long drain)
     loads=(0.5,),
     replicas=(1,),
     drain_timeout_s=45.0,
@@ -36,7 +37,8 @@ def test_bench_runs_at_the_smallest_size(stack):
     names = [lv.name for lv in res.levels]
     assert names == ["saturation", "50% load"]
     for lv in res.levels:
-        assert lv.drained, f"{lv.name}: accepted frames never all reached the store"
+        if lv.name != "saturation":  # an overload's backlog is dropped, not drained
+            assert lv.drained, f"{lv.name}: accepted frames never all reached the store"
         assert lv.accepted_frames > 0
         assert lv.stored_frames_s > 0, f"{lv.name}: nothing stored inside the window"
         assert lv.latency_frames > 0 and not math.isnan(lv.latency_s["p99"])
