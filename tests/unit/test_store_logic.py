@@ -145,3 +145,8 @@ def test_overlay_draws_box_and_contour_on_a_mono_frame():
     assert tuple(out[50, 20]) == (0, 0, 255)
     assert tuple(out[35, 40]) == (255, 0, 255)
     assert tuple(out[90, 90]) == (50, 50, 50)
+
+
+def test_a_comma_in_a_comment_is_not_a_token_separator():
+    text = "# MES and ops tokens, rotated monthly\nmes:read:aaaaaaaaaaaaaaaa  # line 2, read only\n"
+    assert [p.name for p in parse_entries(text, "file").values()] == ["mes"]

@@ -44,8 +44,10 @@ def parse_entries(text: str, origin: str) -> dict[str, Principal]:
     """`name:role:token` entries separated by commas or new lines; '#' starts a comment.
     Keyed by the token's SHA-256, so that lookups compare digests, not secrets."""
     out: dict[str, Principal] = {}
-    for n, raw in enumerate(text.replace(",", "\n").splitlines(), start=1):
-        entry = raw.split("#", 1)[0].strip()
+    # comments go first, line by line, so a comma inside a comment is no separator
+    uncommented = "\n".join(line.split("#", 1)[0] for line in text.splitlines())
+    for n, raw in enumerate(uncommented.replace(",", "\n").splitlines(), start=1):
+        entry = raw.strip()
         if not entry:
             continue
         parts = entry.split(":", 2)
