@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from services.bench.logic import per_unit_cost
 from services.bench.run import BenchResult, Level
 
@@ -114,8 +116,8 @@ def format_report(res: BenchResult) -> str:
 
         out += ["", "### py-spy at saturation (1 replica)", ""]
         for label, path in sorted(res.profiles.items()):
-            loop = ", ".join(f"{k} {v:.0%}" for k, v in loop_breakdown(path))
-            tops = ", ".join(f"`{f}` {v:.0%}" for f, v in top_frames(path, 4))
+            loop = ", ".join(f"{k} {v:.0%}" for k, v in loop_breakdown(Path(path)))
+            tops = ", ".join(f"`{f}` {v:.0%}" for f, v in top_frames(Path(path), 4))
             out.append(f"- {label}: main-thread wall time: {loop or 'n/a'}; busiest: {tops}")
     return "\n".join(out)
 

@@ -203,6 +203,7 @@ class Bench:
     def triton_alone(self, res: BenchResult) -> None:
         s, cfg = self.stack, self.cfg
         tiles = sample_tiles(s)
+        assert s.triton is not None
         url, model = s.triton.grpc_url, res.model
         drive(url, model, tiles, res.batch, res.in_flight, 2.0)  # warm: instances, caches
         res.triton_single = drive(url, model, tiles, res.batch, 1, max(2.0, cfg.triton_seconds / 3))
@@ -230,6 +231,7 @@ class Bench:
     def start_pipeline(self, extra: dict[str, dict[str, str]] | None = None) -> None:
         self.stack.stop_services()  # the benchmark needs the pipeline to itself
         self.stack.start_pipeline(extra)
+        assert self.stack.postgres is not None
         self.engine = sa.create_engine(self.stack.postgres.url)
 
     def reset(self, replicas: int, extra: dict[str, dict[str, str]] | None = None) -> None:
@@ -237,6 +239,7 @@ class Bench:
         deleted and created again, services started, warmed up. Bounded, unlike draining
         a backlog at the pipeline's own pace."""
         self.stack.stop_services()
+        assert self.stack.broker is not None
         bootstrap = self.stack.broker.bootstrap
         admin = KafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=10000)
         try:
@@ -314,6 +317,7 @@ class Bench:
         b = self.cpu_window()
         lv.cpu, lv.rss_mib = self.cpu_delta(a, b)
         self.finish_profiles(prof)
+        assert ingest.proc is not None
         try:
             ingest.proc.wait(timeout=max(60.0, 3 * (warmup_s + seconds)))
         except subprocess.TimeoutExpired:
@@ -446,6 +450,7 @@ def run(stack: LocalStack, cfg: BenchConfig) -> BenchResult:
     stack.start_components()
     recipe = stack.prepare_models().recipe
     t = recipe.tiling
+    assert stack.triton is not None
     batch = preferred_batch(stack.triton.grpc_url, recipe.model.name)
     res = BenchResult(
         machine=machine_info(),

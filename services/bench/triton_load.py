@@ -18,6 +18,13 @@ import tritonclient.grpc as grpcclient
 from services.bench.logic import percentiles, rate
 
 
+@dataclass
+class _State:
+    out: int = 0  # requests in flight
+    done: int = 0
+    error: object = None
+
+
 @dataclass(frozen=True)
 class TritonResult:
     batch: int
@@ -46,7 +53,7 @@ def drive(
     reps = -(-batch // len(tiles))
     data = np.ascontiguousarray(np.concatenate([tiles] * reps)[:batch])
     lock = threading.Condition()
-    state = {"out": 0, "done": 0, "error": None}
+    state = _State()
     lat: list[float] = []
     stop_at = [0.0]
     slots = SharedSlots(client, model, in_flight, data, outputs) if shm else None
@@ -71,33 +78,33 @@ def drive(
                         slots.read(slot, n).copy()
             with lock:
                 free.append(slot)
-                state["out"] -= 1
+                state.out -= 1
                 if error is not None:
-                    state["error"] = error
+                    state.error = error
                 else:
-                    state["done"] += 1
+                    state.done += 1
                     lat.append(time.perf_counter() - t0)
                 lock.notify()
 
         client.async_infer(model, [inp], callback=done, outputs=req, client_timeout=60)
-        state["out"] += 1
+        state.out += 1
 
     try:
         start = time.perf_counter()
         stop_at[0] = start + seconds
         with lock:
             while True:
-                if state["error"] is not None:
-                    raise RuntimeError(f"Triton failed under load: {state['error']}")
+                if state.error is not None:
+                    raise RuntimeError(f"Triton failed under load: {state.error}")
                 now = time.perf_counter()
                 if now >= stop_at[0]:
                     break
-                while state["out"] < in_flight:
+                while state.out < in_flight:
                     send()
                 lock.wait(timeout=1.0)
             end = time.perf_counter()
-            done_in_window = state["done"]
-            while state["out"] > 0:  # let the last requests finish before closing
+            done_in_window = state.done
+            while state.out > 0:  # let the last requests finish before closing
                 lock.wait(timeout=5.0)
         elapsed = end - start
         return TritonResult(
