@@ -21,5 +21,5 @@ protos:  ## regenerate protobuf/gRPC code from protos/
 lint:  ## ruff and mypy on services/
 	ruff check services models tests && mypy services
 
-bench:  ## benchmarks that print figures (see docs/)
-	$(PY) -m pytest tests/bench -s -q
+bench:  ## benchmarks that print figures: Triton alone vs the pipeline (docs/benchmarks.md), then tests/bench
+	defectflow bench && $(PY) -m pytest tests/bench -s -q
