@@ -318,6 +318,8 @@ class Bench:
         lv.cpu, lv.rss_mib = self.cpu_delta(a, b)
         self.finish_profiles(prof)
         assert ingest.proc is not None
+        if not drain:  # an overload: cameras stop with the window (ingest may lag behind)
+            ingest.stop(timeout_s=20)
         try:
             ingest.proc.wait(timeout=max(60.0, 3 * (warmup_s + seconds)))
         except subprocess.TimeoutExpired:
