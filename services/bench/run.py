@@ -30,8 +30,6 @@ from pathlib import Path
 import numpy as np
 import sqlalchemy as sa
 from defectflow.v1 import inspections_pb2
-from kafka import KafkaAdminClient
-from kafka.errors import KafkaError
 
 from services.bench import procstats
 from services.bench.logic import (
@@ -44,8 +42,6 @@ from services.bench.logic import (
     tiles_per_frame,
 )
 from services.bench.triton_load import TritonResult, drive, preferred_batch
-from services.common import topics
-from services.common.kafka_admin import ensure_topics
 from services.inference.config import InferenceSettings
 from services.localstack.stack import LocalStack
 from services.tiling.logic import preprocess, tile_grid
@@ -65,7 +61,7 @@ class BenchConfig:
     overload: float = 1.3  # offered load / Triton's ceiling, to saturate the pipeline
     loads: tuple[float, ...] = (0.5, 0.7)  # fractions of the pipeline's saturation
     replicas: tuple[int, ...] = (1, 2, 4)  # of inference and postprocess
-    drain_timeout_s: float = 120.0
+    drain_timeout_s: float = 180.0  # an overload's backlog drains at the pipeline's pace
     profile_dir: Path | None = None  # py-spy profiles of the stages at saturation
     triton_shm: bool = True  # Triton alone also through system shared memory
 
@@ -234,29 +230,6 @@ class Bench:
         assert self.stack.postgres is not None
         self.engine = sa.create_engine(self.stack.postgres.url)
 
-    def reset(self, replicas: int, extra: dict[str, dict[str, str]] | None = None) -> None:
-        """Drop the backlog an overload left in the topics: services stopped, topics
-        deleted and created again, services started, warmed up. Bounded, unlike draining
-        a backlog at the pipeline's own pace."""
-        self.stack.stop_services()
-        assert self.stack.broker is not None
-        bootstrap = self.stack.broker.bootstrap
-        admin = KafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=10000)
-        try:
-            admin.delete_topics(list(topics.ALL), timeout_ms=10000, raise_errors=False)
-        finally:
-            admin.close()
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline:  # deletion is asynchronous on some brokers
-            try:
-                ensure_topics(bootstrap, self.stack.partitions)
-                break
-            except KafkaError:
-                time.sleep(0.5)
-        self.start_pipeline(extra)
-        self.ensure_replicas(replicas)
-        self.warm_up()
-
     def warm_up(self) -> None:
         """A few frames through every stage (consumer groups joined, Triton warm)."""
         lv = self.level("warm-up", 0.5 * len(self.cameras()), 1, seconds=4.0, warmup_s=0.0)
@@ -276,7 +249,7 @@ class Bench:
         seconds: float | None = None,
         warmup_s: float | None = None,
         profile: bool = False,
-        drain: bool = True,
+        overload: bool = False,
     ) -> Level:
         cfg = self.cfg
         seconds = cfg.seconds if seconds is None else seconds
@@ -318,7 +291,7 @@ class Bench:
         lv.cpu, lv.rss_mib = self.cpu_delta(a, b)
         self.finish_profiles(prof)
         assert ingest.proc is not None
-        if not drain:  # an overload: cameras stop with the window (ingest may lag behind)
+        if overload:  # cameras stop with the window (ingest itself may lag behind)
             ingest.stop(timeout_s=20)
         try:
             ingest.proc.wait(timeout=max(60.0, 3 * (warmup_s + seconds)))
@@ -326,11 +299,11 @@ class Bench:
             ingest.stop()
         lv.accepted_frames = sum(1 for _ in truth.open()) if truth.exists() else 0
         lv.dropped_by_ingest = max(0, per_cam * ncams - lv.accepted_frames)
-        lv.drained = drain and self.wait_stored(start_ns, lv.accepted_frames)
+        # an overload's backlog drains at the pipeline's own pace before the next level
+        lv.drained = self.wait_stored(start_ns, lv.accepted_frames)
         stored = self.count_stored(t0, t1)
         lv.stored_frames_s = rate(stored, (t1 - t0) / 1e9)
-        # an overloaded level is not drained: its latencies are those of the frames that
-        # made it through while it ran (a growing queue: they grow with the window)
+        # under overload the queue grows all through the window, and so do the latencies
         frames = self.frames_captured(t0, t1)
         lv.latency_frames = len(frames)
         lv.latency_s = percentiles(latencies(frames))
@@ -480,11 +453,9 @@ def run(stack: LocalStack, cfg: BenchConfig) -> BenchResult:
                 cfg.overload * ceiling_frames,
                 n,
                 profile=(n == replicas[0] and cfg.profile_dir is not None),
-                drain=False,
+                overload=True,
             )
             res.levels.append(sat)
-            if n != replicas[-1] or (n == replicas[0] and cfg.loads):
-                bench.reset(n)  # the overload's backlog out of the way of the next level
             if n == replicas[0]:
                 for frac in cfg.loads:
                     res.levels.append(
