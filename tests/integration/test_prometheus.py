@@ -56,3 +56,19 @@ def test_stop_ends_the_process_and_the_log_is_kept(prom, tmp_path):
     assert not p.process.alive()
     log = (tmp_path / "logs" / "prometheus.log").read_text()
     assert "Server is ready to receive web requests" in log
+
+
+def test_every_dashboard_and_rule_query_parses(prom):
+    """Validity without a pipeline (the e2e test checks that they return series)."""
+    import json
+
+    import yaml
+
+    from services.localstack.prometheus import DASHBOARD, RULES
+
+    panels = json.loads(DASHBOARD.read_text())["panels"]
+    exprs = [t["expr"] for p in panels for t in p.get("targets", [])]
+    exprs += [r["expr"] for g in yaml.safe_load(RULES.read_text())["groups"] for r in g["rules"]]
+    assert len(exprs) > 30
+    for expr in exprs:
+        prom.query(expr.replace("$__rate_interval", "1m").replace("$line", ".*"))
