@@ -185,3 +185,35 @@ def test_human_log_lines_on_a_terminal():
     assert "reason=bad_tensor" in first
     with pytest.raises(json.JSONDecodeError):
         json.loads(first)
+
+
+def test_up_status_line_reads_the_services_counters():
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from services.cli.status import Status
+
+    text = """
+# TYPE defectflow_frames_accepted_total counter
+defectflow_frames_accepted_total{line="line-1",camera="cam-1-1"} 40
+defectflow_frames_accepted_total{line="line-2",camera="cam-2-1"} 38
+# TYPE defectflow_db_rows_written_total counter
+defectflow_db_rows_written_total 70
+# TYPE defectflow_verdicts_total counter
+defectflow_verdicts_total{line="line-1",recipe="r",verdict="ok"} 60
+defectflow_verdicts_total{line="line-1",recipe="r",verdict="ng"} 7
+defectflow_verdicts_total{line="line-2",recipe="r",verdict="review"} 3
+# TYPE defectflow_consumer_lag_messages gauge
+defectflow_consumer_lag_messages{stage="tiling",topic="t",partition="0"} 2
+defectflow_consumer_lag_messages{stage="tiling",topic="t",partition="1"} 3
+# TYPE defectflow_score_drift_ks gauge
+defectflow_score_drift_ks{line="line-1",recipe="r"} 0.61
+"""
+    samples = [
+        (s.name, dict(s.labels), s.value)
+        for f in text_string_to_metric_families(text)
+        for s in f.samples
+    ]
+    st = Status.from_samples(samples)
+    assert (st.frames_in, st.stored, st.ng, st.review) == (78, 70, 7, 3)
+    assert st.lag == {"tiling": 5}
+    assert st.line().endswith("lag tiling~5 | drift line-1 0.61")
