@@ -9,10 +9,13 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
+import sys
 import threading
 import time
 import uuid
 from collections.abc import Iterable, Sequence
+from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
@@ -326,3 +329,51 @@ def test_stage_rides_out_a_broker_that_stops_answering(broker):
     assert thread.is_alive() is False
     values = {int(r.value) for r in consume_all(broker.bootstrap, dst)}
     assert values == set(range(10)), "every record published after the broker came back"
+
+
+STUCK_STAGE = """
+import sys, threading
+from services.common.config import StageSettings
+from services.common.stage import Handled, StageRunner, StatelessHandler
+
+class Settings(StageSettings):
+    shutdown_timeout_s: float = 2.0
+
+class Stuck(StatelessHandler):
+    def handle(self, records):
+        print("handling", flush=True)
+        threading.Event().wait()  # a dependency that never answers
+        return Handled(done=list(records))
+
+topic = sys.argv[2]
+runner = StageRunner("test", topic, Stuck(), Settings(kafka_bootstrap=sys.argv[1]),
+                     group_id="g-" + topic)
+runner.install_signal_handlers()  # as run_stage() does
+runner.run()
+"""
+
+
+def test_sigterm_with_a_stuck_batch_exits_in_time_without_committing_it(broker, tmp_path):
+    (src,) = private_topics(broker.bootstrap, 1)
+    script = tmp_path / "stuck.py"
+    script.write_text(STUCK_STAGE)
+    proc = subprocess.Popen(
+        [sys.executable, str(script), broker.bootstrap, src],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        cwd=Path(__file__).resolve().parents[2],
+        env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])},
+    )
+    try:
+        produce(broker.bootstrap, src, [(b"k", b"x")])
+        assert proc.stdout is not None
+        wait_for(lambda: b"handling" in proc.stdout.readline(), 60, "the batch in hand")
+        t0 = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        rc = proc.wait(15)
+        took = time.monotonic() - t0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert rc == 75 and took < 5, f"exit {rc} after {took:.1f} s"
+    assert committed(broker.bootstrap, f"g-{src}", src) == 0
