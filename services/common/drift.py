@@ -27,7 +27,8 @@ import numpy as np
 
 from services.common import metrics
 
-KS_ALERT = 0.5  # the alert rule in monitoring/rules/defectflow.rules.yml uses the same value
+KS_ALERT = 0.5  # the alert rule in monitoring/rules/defectflow.rules.yml uses the same values
+ALERT_MIN_WINDOW = 40  # fewer scores are noise: D reaches 0.5 by chance on small windows
 DEFAULT_WINDOW = 50
 PSI_BINS = 5
 MIN_REFERENCE = 20

@@ -111,6 +111,7 @@ def test_drift_alert_threshold_is_the_one_the_code_documents():
         if r["alert"] == "DefectflowScoreDrift"
     ]
     assert f"defectflow_score_drift_ks) > {drift.KS_ALERT:g}" in rule["expr"]
+    assert f"defectflow_score_drift_window_scores) >= {drift.ALERT_MIN_WINDOW}" in rule["expr"]
 
 
 def test_kubernetes_copies_are_current():
