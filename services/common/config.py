@@ -20,5 +20,8 @@ class StageSettings(BaseSettings):
     poll_timeout_ms: int = 200
     max_poll_records: int = 64
     session_timeout_ms: int = 6000  # Tansu's first join waits ~half of this
+    # SIGTERM: finish the batch in hand within this, else exit without committing it
+    # (keep it below the pod's terminationGracePeriodSeconds)
+    shutdown_timeout_s: float = 20.0
     instance: str = ""  # pod/host name, stamped on messages
     log_level: str = "INFO"

@@ -41,7 +41,6 @@ from services.common.errors import BadInput, Transient
 
 log = logging.getLogger("defectflow.stage")
 
-SHUTDOWN_TIMEOUT_S = 20.0  # within Kubernetes' default terminationGracePeriodSeconds (30 s)
 EXIT_SHUTDOWN_TIMEOUT = 75  # exit code when the in-hand batch was abandoned at shutdown
 
 
@@ -184,7 +183,7 @@ class StageRunner:
             log.warning("second stop signal: exiting now, unfinished input is not committed")
             os._exit(EXIT_SHUTDOWN_TIMEOUT)
         self.stopping.set()
-        timeout = float(getattr(self.settings, "shutdown_timeout_s", SHUTDOWN_TIMEOUT_S))
+        timeout = float(self.settings.shutdown_timeout_s)
         self._watchdog = threading.Timer(timeout, self._abandon, args=(timeout,))
         self._watchdog.daemon = True
         self._watchdog.start()

@@ -18,7 +18,7 @@ from services.common.codec import stamp
 from services.common.images import encode_png, sha256
 from services.common.kafka_admin import ensure_topics
 from services.common.logs import setup_logging
-from services.common.stage import EXIT_SHUTDOWN_TIMEOUT, SHUTDOWN_TIMEOUT_S, make_producer
+from services.common.stage import EXIT_SHUTDOWN_TIMEOUT, make_producer
 from services.ingest.adapters.assignments import LineRecipes
 from services.ingest.adapters.cameras import (
     Camera,
@@ -262,6 +262,7 @@ def run(s: IngestSettings, stop: threading.Event) -> int:
 
 
 def main() -> None:
+    s = IngestSettings()
     stop = threading.Event()
 
     def on_signal(*_: object) -> None:
@@ -270,13 +271,13 @@ def main() -> None:
         stop.set()
         # a send stuck on an unreachable broker must not outlast Kubernetes' grace period;
         # what it was sending is still in the spool and is resent by the next start
-        timer = threading.Timer(SHUTDOWN_TIMEOUT_S, os._exit, args=(EXIT_SHUTDOWN_TIMEOUT,))
+        timer = threading.Timer(s.shutdown_timeout_s, os._exit, args=(EXIT_SHUTDOWN_TIMEOUT,))
         timer.daemon = True
         timer.start()
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
-    run(IngestSettings(), stop)
+    run(s, stop)
 
 
 if __name__ == "__main__":

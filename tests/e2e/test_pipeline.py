@@ -29,6 +29,8 @@ def wait_for(predicate, timeout_s: float, what: str):
 
 
 def test_two_lines_two_cameras_every_frame_stored_once(stack):
+    # other tests share this database: everything below looks at this test's frames only
+    started_ns = time.time_ns()
     truth_path = stack.workdir / "e2e_truth.jsonl"
     stack.start_pipeline()
     # a frame that is not a protobuf: must end in the DLQ while everything else flows
@@ -57,13 +59,19 @@ def test_two_lines_two_cameras_every_frame_stored_once(stack):
 
     def stored() -> int | None:
         with engine.connect() as conn:
-            n = conn.execute(sa.text("select count(*) from inspections")).scalar_one()
+            n = conn.execute(
+                sa.text("select count(*) from inspections where captured_unix_ns >= :t"),
+                {"t": started_ns},
+            ).scalar_one()
         return n if n >= len(truth) else None
 
     wait_for(stored, 240, f"{len(truth)} inspections in PostgreSQL")
     time.sleep(2)  # anything extra (a duplicate) would arrive now
     with engine.connect() as conn:
-        rows = conn.execute(sa.text("select frame_id, verdict from inspections")).all()
+        rows = conn.execute(
+            sa.text("select frame_id, verdict from inspections where captured_unix_ns >= :t"),
+            {"t": started_ns},
+        ).all()
     ids = [r.frame_id for r in rows]
     assert len(ids) == len(set(ids)) == len(truth), "exactly one record per accepted frame"
     assert set(ids) == set(truth)
@@ -84,7 +92,12 @@ def test_two_lines_two_cameras_every_frame_stored_once(stack):
     seen, token = [], ""
     while True:
         resp = stub.ListInspections(
-            query_pb2.ListInspectionsRequest(page_size=37, page_token=token), timeout=10
+            query_pb2.ListInspectionsRequest(
+                filter=query_pb2.InspectionFilter(captured_from_unix_ns=started_ns),
+                page_size=37,
+                page_token=token,
+            ),
+            timeout=10,
         )
         seen += [r.inspection.context.frame_id for r in resp.records]
         token = resp.next_page_token
