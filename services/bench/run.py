@@ -49,6 +49,9 @@ from services.tiling.logic import preprocess, tile_grid
 log = logging.getLogger("defectflow.bench")
 
 
+SATURATED = 0.95  # stored / offered below this: the pipeline no longer keeps up
+
+
 @dataclass(frozen=True)
 class BenchConfig:
     seconds: float = 30.0  # measured window of each pipeline level
@@ -58,7 +61,8 @@ class BenchConfig:
     cameras_per_line: int = 4  # 8 cameras: keys spread over the partitions
     width: int = 512
     height: int = 512
-    overload: float = 1.3  # offered load / Triton's ceiling, to saturate the pipeline
+    overload: float = 1.3  # offered load / Triton's ceiling of the probe
+    ramp_steps: int = 4  # offers above the probe's rate, until the store falls behind
     loads: tuple[float, ...] = (0.5, 0.7)  # fractions of the pipeline's saturation
     replicas: tuple[int, ...] = (1, 2, 4)  # of inference and postprocess
     drain_timeout_s: float = 180.0  # an overload's backlog drains at the pipeline's pace
@@ -310,6 +314,26 @@ class Bench:
         lv.stages = stage_breakdown(frames)
         return lv
 
+    def ramp(self, start: float, replicas: int, res: BenchResult, profile: bool) -> Level:
+        """Offer 1.1 x `start` frames/s, then 1.2 x more each step while the store keeps up
+        (>= 95 % of the offer); the level with the most stored is the saturation."""
+        offered, tried = 1.1 * start, []
+        for step in range(self.cfg.ramp_steps):
+            lv = self.level("ramp", offered, replicas, overload=True)
+            tried.append(lv)
+            res.levels.append(lv)
+            if lv.stored_frames_s < SATURATED * offered or step == self.cfg.ramp_steps - 1:
+                break
+            offered *= 1.2
+        best = max(tried, key=lambda lv: lv.stored_frames_s)
+        best.name = "saturation"
+        if profile and self.cfg.profile_dir is not None:  # py-spy at the saturating offer
+            again = self.level(
+                "saturation, profiled", best.offered_frames_s, replicas, overload=True, profile=True
+            )
+            res.levels.append(again)
+        return best
+
     def wait_stored(self, since_ns: int, expected: int) -> bool:
         deadline = time.monotonic() + self.cfg.drain_timeout_s
         while time.monotonic() < deadline:
@@ -444,18 +468,22 @@ def run(stack: LocalStack, cfg: BenchConfig) -> BenchResult:
         bench.start_pipeline()
         bench.warm_up()
         replicas = sorted(cfg.replicas)
+        start = 0.0
         for n in replicas:
             bench.ensure_replicas(n)
             if n > 1:
                 bench.warm_up()  # consumer groups rebalanced onto the new replicas
-            sat = bench.level(
-                "saturation",
-                cfg.overload * ceiling_frames,
-                n,
-                profile=(n == replicas[0] and cfg.profile_dir is not None),
-                overload=True,
-            )
-            res.levels.append(sat)
+            if not start:
+                # a probe far above Triton's ceiling says roughly where saturation is; the
+                # ramp then offers just above it, so that the cameras (on the same cores)
+                # do not burn CPU on frames that only queue up
+                probe = bench.level(
+                    "overload probe", cfg.overload * ceiling_frames, n, overload=True
+                )
+                res.levels.append(probe)
+                start = probe.stored_frames_s
+            sat = bench.ramp(start, n, res, profile=n == replicas[0])
+            start = sat.stored_frames_s
             if n == replicas[0]:
                 for frac in cfg.loads:
                     res.levels.append(

@@ -14,14 +14,15 @@ from services.bench.run import BenchConfig, run
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 TINY = BenchConfig(
-    seconds=4.0,
-    warmup_s=2.0,
+    seconds=3.0,
+    warmup_s=1.5,
     triton_seconds=2.0,
     lines=1,
     cameras_per_line=2,
     width=256,
     height=256,
     overload=0.3,  # a tiny run proves the path, it does not saturate (no long drain)
+    ramp_steps=1,
     loads=(0.5,),
     replicas=(1,),
     drain_timeout_s=40.0,
@@ -35,7 +36,7 @@ def test_bench_runs_at_the_smallest_size(stack):
     assert res.triton is not None and res.triton.requests > 0 and res.triton.tiles_s > 0
     assert res.triton_single is not None and res.triton_single.batch_latency_s["p99"] > 0
     names = [lv.name for lv in res.levels]
-    assert names == ["saturation", "50% load"]
+    assert names == ["overload probe", "saturation", "50% load"]
     for lv in res.levels:
         assert lv.drained, f"{lv.name}: accepted frames never all reached the store"
         assert lv.accepted_frames > 0
