@@ -92,7 +92,11 @@ def format_report(res: BenchResult) -> str:
                 f"2 x the model's own p99 batch latency: {bound:.2f} s."
             )
         out += ["", *cpu_table(sat, res), ""]
-        out += sizing(sat, res)
+        # per-tile costs where every stage runs at the same rate: the highest drained load
+        # below saturation (under overload, stages upstream of the bottleneck work on
+        # frames that only queue, which inflates their cost per stored tile)
+        steady = [lv for lv in res.levels if lv.name.endswith("% load") and lv.drained]
+        out += sizing(max(steady, key=lambda lv: lv.stored_frames_s) if steady else sat, res)
     for lv in res.levels:
         if lv.name == "70% load" or (
             lv.name == "50% load" and not any(x.name == "70% load" for x in res.levels)
@@ -168,24 +172,25 @@ def sizing(lv: Level, res: BenchResult) -> list[str]:
     per: dict[str, tuple[float, float]] = {}
     for k, v in lv.cpu.items():
         g = _group(k)
-        if g in STAGES:
+        if g in STAGES or g in ("broker", "postgresql", "tritonserver"):
             cpu, rss = per.get(g, (0.0, 0.0))
             per[g] = (cpu + v, max(rss, lv.rss_mib.get(k, 0.0)))
     if not tiles_s or not per:
         return []
     out = [
-        "Per-replica cost (for sizing a GPU node: divide the GPU's tiles/s by 'tiles/s per "
-        "busy core' for the cores each stage needs):",
+        f"Per-replica cost at {lv.name} ({lv.replicas} replica(s)); for sizing a GPU node, "
+        "divide the GPU's tiles/s by 'tiles/s per busy core' for the cores each stage needs:",
         "",
         "| stage | CPU ms per tile | tiles/s per busy core | RSS MiB per replica |",
         "|---|---|---|---|",
     ]
     total = 0.0
-    for g in STAGES:
+    for g in (*STAGES, "broker", "postgresql", "tritonserver"):
         if g in per:
             cpu, rss = per[g]
             ms = per_unit_cost(cpu, 1) / tiles_s
-            total += ms
-            out.append(f"| {g} | {ms:.2f} | {1000 / ms:.0f} | {rss:.0f} |")
-    out.append(f"| all five stages | {total:.2f} | {1000 / total:.0f} | |")
+            if g in STAGES:
+                total += ms
+            out.append(f"| {g} | {ms:.2f} | {1000 / ms if ms else float('inf'):.0f} | {rss:.0f} |")
+    out.append(f"| the five stages | {total:.2f} | {1000 / total:.0f} | |")
     return out
