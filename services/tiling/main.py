@@ -49,13 +49,17 @@ def preprocess_tiles(image: np.ndarray, rects: list[TileRect], t: Tiling) -> np.
     ):
         return preprocess(image, rects, s, t.mean, t.std)
     lut = _table(tuple(t.mean), tuple(t.std))
-    h, w = image.shape[:2]
-    chw = np.empty((3, h, w), np.float16)
-    for c in range(3):  # RGB order from BGR
-        np.take(lut[c], image if mono else image[:, :, 2 - c], out=chw[c])
     out = np.empty((len(rects), 3, s, s), np.float16)
+    if not rects:
+        return out
+    x0, y0 = min(r.x for r in rects), min(r.y for r in rects)  # only the tiles' extent
+    x1, y1 = max(r.x1 for r in rects), max(r.y1 for r in rects)
+    area = image[y0:y1, x0:x1]
+    chw = np.empty((3, y1 - y0, x1 - x0), np.float16)
+    for c in range(3):  # RGB order from BGR
+        np.take(lut[c], area if mono else area[:, :, 2 - c], out=chw[c])
     for i, r in enumerate(rects):
-        out[i] = chw[:, r.y : r.y1, r.x : r.x1]
+        out[i] = chw[:, r.y - y0 : r.y1 - y0, r.x - x0 : r.x1 - x0]
     return out
 
 
