@@ -24,4 +24,5 @@ class ConsoleSettings(BaseSettings):
     call_timeout_s: float = 10.0
     secure_cookies: bool = False  # set behind HTTPS
     metrics_port: int = 0  # Prometheus /metrics (process metrics); 0 = none
+    metrics_addr: str = "127.0.0.1"  # 0.0.0.0 in a pod, so Prometheus can scrape it
     log_level: str = "INFO"

@@ -28,7 +28,7 @@ def run(settings: ConsoleSettings) -> None:
 def main() -> None:
     settings = ConsoleSettings()
     setup_logging("console", settings.log_level)
-    serve(settings.metrics_port)
+    serve(settings.metrics_port, settings.metrics_addr)
     run(settings)
 
 
