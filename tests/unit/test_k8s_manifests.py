@@ -309,7 +309,7 @@ def test_console_serves_its_probe_path_and_reaches_the_store(docs):
         assert probe["httpGet"]["path"] in paths, f"the console serves no {probe['httpGet']}"
         assert probe["httpGet"]["port"] == "http"
     (svc,) = [s for s in of_kind(docs, "Service") if s["metadata"]["name"] == "console"]
-    assert [p["targetPort"] for p in svc["spec"]["ports"]] == ["http"]
+    assert [p["targetPort"] for p in svc["spec"]["ports"]] == ["http", "metrics"]
     host, _, grpc_port = env["DEFECTFLOW_CONSOLE_QUERY_TARGET"].rpartition(":")
     (store,) = [s for s in of_kind(docs, "Service") if s["metadata"]["name"] == host]
     grpc_ports = {p["port"] for p in store["spec"]["ports"] if p["name"] == "grpc"}
