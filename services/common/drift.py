@@ -21,6 +21,7 @@ reference:
 from __future__ import annotations
 
 import json
+import logging
 import math
 from collections import deque
 from dataclasses import dataclass, field
@@ -36,6 +37,7 @@ DEFAULT_WINDOW = 50
 PSI_BINS = 5
 MIN_REFERENCE = 20
 SCHEMA = 1
+log = logging.getLogger("defectflow.drift")
 
 
 def reference_path(recipes_dir: Path, recipe_id: str) -> Path:
@@ -123,6 +125,13 @@ class DriftMonitor:
         try:
             mtime = path.stat().st_mtime
         except FileNotFoundError:
+            if recipe_id not in self.missing:
+                log.warning(
+                    "no calibration scores for recipe %s (%s): score drift is not monitored "
+                    "until `defectflow calibrate` records them",
+                    recipe_id,
+                    path,
+                )
             self.missing.add(recipe_id)
             self._refs.pop(recipe_id, None)
             return None
