@@ -14,9 +14,9 @@ from services.bench.run import BenchConfig, run
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 TINY = BenchConfig(
-    seconds=3.0,
+    seconds=2.5,
     warmup_s=1.5,
-    triton_seconds=2.0,
+    triton_seconds=1.5,
     lines=1,
     cameras_per_line=2,
     width=256,
