@@ -62,7 +62,7 @@ class BenchConfig:
     width: int = 512
     height: int = 512
     overload: float = 1.3  # offered load / Triton's ceiling of the probe
-    ramp_steps: int = 4  # offers above the probe's rate, until the store falls behind
+    ramp_steps: int = 6  # offers above the probe's rate, until the store falls behind
     loads: tuple[float, ...] = (0.5, 0.7)  # fractions of the pipeline's saturation
     replicas: tuple[int, ...] = (1, 2, 4)  # of inference and postprocess
     drain_timeout_s: float = 180.0  # an overload's backlog drains at the pipeline's pace
