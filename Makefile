@@ -22,4 +22,4 @@ lint:  ## ruff and mypy on services/
 	ruff check services models tests && mypy services
 
 bench:  ## benchmarks that print figures: Triton alone vs the pipeline (docs/benchmarks.md), then tests/bench
-	defectflow bench && $(PY) -m pytest tests/bench -s -q
+	defectflow bench && $(PY) -m pytest tests/bench/bench_*.py -s -q
