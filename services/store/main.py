@@ -24,6 +24,18 @@ from services.store.logic import inspection_row
 log = logging.getLogger("defectflow.store")
 
 
+# what a database that is down or restarting raises: psycopg2's errors, and the pool's own
+# (a pre-ping that finds the server gone invalidates the pool: DisconnectionError /
+# InvalidatePoolError; no connection free in time: TimeoutError) -- all of them mean
+# "retry the batch later", never "this record is bad"
+DB_DOWN = (
+    sa.exc.OperationalError,
+    sa.exc.InterfaceError,
+    sa.exc.DisconnectionError,
+    sa.exc.TimeoutError,
+)
+
+
 class StoreHandler(StatelessHandler):
     def __init__(self, engine: sa.Engine) -> None:
         self.engine = engine
@@ -48,7 +60,7 @@ class StoreHandler(StatelessHandler):
         try:
             started = time.perf_counter()
             written = db.write_batch(self.engine, rows, children)
-        except (sa.exc.OperationalError, sa.exc.InterfaceError) as exc:
+        except DB_DOWN as exc:
             # connection refused / lost mid-batch: nothing committed, the stage rewinds and
             # retries the same records with backoff until PostgreSQL is back
             raise Transient(
@@ -82,7 +94,7 @@ def wait_for_database(engine: sa.Engine, max_wait_s: float) -> None:
             with engine.connect() as conn:
                 conn.execute(sa.text("select 1"))
             return
-        except sa.exc.OperationalError as exc:
+        except DB_DOWN as exc:
             log.warning("waiting for PostgreSQL: %s", str(exc).splitlines()[0])
             time.sleep(delay)
             delay = min(delay * 2, max_wait_s)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import sqlalchemy as sa
 from defectflow.v1 import common_pb2, inspections_pb2
 
 from services.common.domain import DefectRecord
@@ -150,3 +151,49 @@ def test_overlay_draws_box_and_contour_on_a_mono_frame():
 def test_a_comma_in_a_comment_is_not_a_token_separator():
     text = "# MES and ops tokens, rotated monthly\nmes:read:aaaaaaaaaaaaaaaa  # line 2, read only\n"
     assert [p.name for p in parse_entries(text, "file").values()] == ["mes"]
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        sa.exc.DisconnectionError("server gone"),
+        sa.exc.InvalidatePoolError(),
+        sa.exc.TimeoutError("pool exhausted"),
+        sa.exc.OperationalError("insert", {}, Exception("connection refused")),
+    ],
+    ids=lambda e: type(e).__name__,
+)
+def test_a_database_that_is_down_means_retry_the_batch_never_dead_letter(monkeypatch, error):
+    """Every way SQLAlchemy says "no database" must be a Transient (the stage rewinds and
+    redoes the batch): anything else would be treated as a poison record."""
+    from kafka.consumer.fetcher import ConsumerRecord
+
+    from services.common.errors import Transient
+    from services.store import main as store_main
+
+    def down(*_a, **_k):
+        raise error
+
+    monkeypatch.setattr(store_main.db, "write_batch", down)
+    msg = inspections_pb2.Inspection(
+        schema_version=1,
+        context=common_pb2.FrameContext(frame_id="f1", recipe_id="r"),
+        verdict=inspections_pb2.VERDICT_OK,
+    )
+    record = ConsumerRecord(
+        "defectflow.inspections.v1",
+        0,
+        -1,
+        1,
+        0,
+        0,
+        b"k",
+        msg.SerializeToString(),
+        [],
+        None,
+        1,
+        1,
+        -1,
+    )
+    with pytest.raises(Transient):
+        store_main.StoreHandler(engine=None).handle([record])
