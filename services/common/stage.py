@@ -175,6 +175,7 @@ class StageRunner:
             heartbeat_interval_ms=max(500, settings.session_timeout_ms // 6),
             max_partition_fetch_bytes=8 * 1024 * 1024,
             fetch_max_bytes=32 * 1024 * 1024,
+            fetch_max_wait_ms=settings.fetch_max_wait_ms,
         )
         self.consumer.subscribe([input_topic], listener=_Rebalance(self))
 
