@@ -8,6 +8,7 @@ maps ("no good part shows a region as large as the smallest defect").
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,6 +18,8 @@ import numpy as np
 from services.common import thresholds as th
 from services.common.recipes import Recipe, Thresholds
 from services.offline.inspect import Inspector
+
+log = logging.getLogger("defectflow.calibrate")
 
 
 @dataclass(frozen=True)
@@ -144,3 +147,17 @@ def report_md(cal: Calibration, png: Path) -> str:
         )
     lines += ["", f"![score histogram]({png.name})", ""]
     return "\n".join(lines)
+
+
+def record_drift_reference(cal: Calibration, recipes_dir: Path) -> Path | None:
+    """The good parts' scores beside the recipe (`<id>.scores.json`): postprocess compares
+    each line's live scores with them (score drift). Too few parts: no reference, said."""
+    from services.common import drift
+
+    try:
+        return drift.save_reference(
+            recipes_dir, cal.recipe.id, cal.recipe.version, cal.good_scores, cal.choice.method
+        )
+    except ValueError as exc:
+        log.warning("no drift reference: %s", exc)
+        return None

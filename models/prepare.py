@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from models.anomaly import train
-from models.calibrate import calibrate
+from models.calibrate import calibrate, record_drift_reference
 from models.supervised import train as sup
 from models.triton.build import ModelSpec, anomaly_spec, build_repository, defects_spec
 from services.common.recipes import Recipe, load_recipe, save_recipe
@@ -73,6 +73,7 @@ def fit_from_images(
         inspector, val, [], MaxNormal(1.05), review_margin=1 - 1 / 1.05, bump_version=False
     )
     save_recipe(cal.recipe, recipe_path)
+    record_drift_reference(cal, recipe_path.parent)
     return cal.recipe
 
 

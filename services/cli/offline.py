@@ -186,7 +186,7 @@ def calibrate(
     import cv2
 
     from models.calibrate import calibrate as run_calibration
-    from models.calibrate import histogram_png, report_md
+    from models.calibrate import histogram_png, record_drift_reference, report_md
     from services.common import thresholds as th
     from services.common.recipes import save_recipe
     from services.offline.inspect import Inspector, images_under
@@ -212,6 +212,7 @@ def calibrate(
     inspector = Inspector.from_paths(recipe, models)
     cal = run_calibration(inspector, read(good), read(defects), choices[method]())
     save_recipe(cal.recipe, recipe)
+    record_drift_reference(cal, recipe.parent)
     out = report or recipe.parent / f"{cal.recipe.id}-calibration"
     png = histogram_png(cal, out / "scores.png")
     (out / "calibration.md").write_text(report_md(cal, png))

@@ -11,6 +11,7 @@ from typer.testing import CliRunner
 
 from models.synth.parts import render_part
 from services.cli.main import app
+from services.common import drift
 from services.common.recipes import load_recipe
 from services.offline.inspect import Inspector
 
@@ -56,6 +57,9 @@ def test_calibrated_threshold_keeps_its_false_reject_bound_on_fresh_good_parts(p
     assert "escape rate" in res.output
     assert prepared.onnx_path.read_bytes() == onnx_before  # nothing baked into the model
     assert yaml.safe_load(recipe.read_text())["thresholds"]["image"] == pytest.approx(t.image)
+    # the good parts' scores are kept beside the recipe as the score-drift reference
+    ref = drift.Reference.load(drift.reference_path(tmp_path, cal.id))
+    assert ref.recipe_version == cal.version and len(ref.scores) == 60
 
     # fresh good parts: the observed rejects must be plausible under FRR <= bound
     inspector = Inspector(cal, prepared.onnx_path)
