@@ -36,8 +36,12 @@ class Calibration:
         return float((self.defect_scores < self.recipe.thresholds.image).mean())
 
 
-def scores_and_maps(inspector: Inspector, images: list[np.ndarray]):
-    results = [inspector.inspect(img) for img in images]
+def scores_and_maps(inspector: Inspector, images: list[np.ndarray], progress=None):
+    results = []
+    for n, img in enumerate(images, 1):
+        results.append(inspector.inspect(img))
+        if progress:
+            progress(n, len(images))
     return np.array([r.decision.score for r in results]), [r.anomaly_map for r in results]
 
 
@@ -48,10 +52,18 @@ def calibrate(
     method: th.MaxNormal | th.Quantile | th.KSigma | th.TargetFalseReject | th.F1Optimal,
     review_margin: float = 0.05,
     bump_version: bool = True,
+    progress=None,
 ) -> Calibration:
     recipe = inspector.recipe
-    good_scores, good_maps = scores_and_maps(inspector, good)
-    defect_scores = scores_and_maps(inspector, defects)[0] if defects else np.array([])
+    total = len(good) + len(defects)
+
+    def step(offset: int):
+        return (lambda n, _: progress(offset + n, total)) if progress else None
+
+    good_scores, good_maps = scores_and_maps(inspector, good, step(0))
+    defect_scores = (
+        scores_and_maps(inspector, defects, step(len(good)))[0] if defects else np.array([])
+    )
     choice = method.choose(good_scores, defect_scores)
     pixel = th.pixel_threshold_for_area(good_maps, recipe.thresholds.min_defect_area_px)
     new = Thresholds(

@@ -12,13 +12,15 @@ from models.eval import metrics
 from services.offline.inspect import Inspector, inspect_folder
 
 
-def evaluate_family(data: Path, recipe_path: Path, models_dir: Path, out: Path) -> dict:
+def evaluate_family(
+    data: Path, recipe_path: Path, models_dir: Path, out: Path, progress=None
+) -> dict:
     data, out = Path(data), Path(out)
     samples = split(load_family(data), "test")
     if not samples:
         raise FileNotFoundError(f"{data}/test holds no images")
     inspector = Inspector.from_paths(recipe_path, models_dir)
-    results = {r.image: r for r in inspect_folder(data / "test", inspector, out)}
+    results = {r.image: r for r in inspect_folder(data / "test", inspector, out, progress)}
     rows = []
     for s in samples:
         rel = s.rel.removeprefix("test/")

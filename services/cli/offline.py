@@ -93,7 +93,8 @@ def evaluate(
     false-reject and escape rates at the calibrated threshold."""
     from models.eval.report import evaluate_family
 
-    report = evaluate_family(data, recipe, models, out)
+    with progress_bar("eval") as update:
+        report = evaluate_family(data, recipe, models, out, update)
     typer.echo(json.dumps(report, indent=2))
 
 
@@ -210,7 +211,10 @@ def calibrate(
         return images
 
     inspector = Inspector.from_paths(recipe, models)
-    cal = run_calibration(inspector, read(good), read(defects), choices[method]())
+    with progress_bar("calibrate") as update:
+        cal = run_calibration(
+            inspector, read(good), read(defects), choices[method](), progress=update
+        )
     save_recipe(cal.recipe, recipe)
     record_drift_reference(cal, recipe.parent)
     out = report or recipe.parent / f"{cal.recipe.id}-calibration"
