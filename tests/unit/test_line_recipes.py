@@ -61,3 +61,16 @@ def test_a_frame_keeps_the_recipe_version_it_was_tiled_under(tmp_path):
     assert book.get("r1").thresholds.image == 5.0  # new frames: the new version
     assert book.get("r1", 3).thresholds.image == 2.0  # a frame tiled under v3 stays on v3
     assert book.get("r1", 9).version == 4  # unknown version: the current one
+
+
+def test_a_watched_file_reports_each_change_once(tmp_path):
+    from services.common.watched import WatchedFile
+
+    f = tmp_path / "cfg.yaml"
+    w = WatchedFile(f)
+    assert w.changed() is None  # missing: no change
+    write(f, "a: 1\n", 1)
+    assert w.changed() == "a: 1\n"
+    assert w.changed() is None  # same file, asked again
+    write(f, "a: 2\n", 2)
+    assert w.changed() == "a: 2\n"

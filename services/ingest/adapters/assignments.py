@@ -16,6 +16,8 @@ from pathlib import Path
 
 import yaml
 
+from services.common.watched import WatchedFile
+
 log = logging.getLogger("defectflow.ingest.recipes")
 RECIPE_ID = re.compile(r"^[a-z0-9][a-z0-9_.-]*$")
 
@@ -23,33 +25,27 @@ RECIPE_ID = re.compile(r"^[a-z0-9][a-z0-9_.-]*$")
 class LineRecipes:
     def __init__(self, path: Path | None, default: str) -> None:
         self.path = Path(path) if path else None
+        self.file = WatchedFile(self.path) if self.path else None
         self.default = default
         self.assigned: dict[str, str] = {}
-        self._mtime: float | None = None
 
     def recipe_for(self, line: str) -> str:
         self._refresh()
         return self.assigned.get(line, self.default)
 
     def _refresh(self) -> None:
-        if self.path is None:
+        text = self.file.changed() if self.file else None
+        if text is None:
             return
         try:
-            mtime = self.path.stat().st_mtime_ns
-        except FileNotFoundError:
-            return
-        if mtime == self._mtime:
-            return
-        self._mtime = mtime
-        try:
-            data = yaml.safe_load(self.path.read_text()) or {}
+            data = yaml.safe_load(text) or {}
             if not isinstance(data, dict):
                 raise ValueError("expected a mapping line -> recipe id")
             new = {str(k): str(v) for k, v in data.items()}
             bad = [v for v in new.values() if not RECIPE_ID.match(v)]
             if bad:
                 raise ValueError(f"invalid recipe ids {bad}")
-        except (OSError, yaml.YAMLError, ValueError) as exc:
+        except (yaml.YAMLError, ValueError) as exc:
             log.error("line recipe file %s ignored, keeping the last good one: %s", self.path, exc)
             return
         changed = {k: v for k, v in new.items() if self.assigned.get(k, self.default) != v}

@@ -27,6 +27,7 @@ import numpy as np
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from services.common.watched import WatchedFile
 from services.ingest.adapters.cameras import Camera, FolderCamera, SyntheticCamera, VideoCamera
 
 log = logging.getLogger("defectflow.ingest.cameras")
@@ -224,22 +225,18 @@ class CameraFleet:
         self.factory = factory
         self.config = CamerasFile()
         self.drivers: dict[str, Driver] = {}
-        self._mtime: int | None = None
+        self.file = WatchedFile(self.path)
         self.added: list[str] = []
         self.removed: list[str] = []
 
     def refresh(self) -> bool:
         """Apply a changed file; True when cameras were added, removed or reopened."""
-        try:
-            mtime = self.path.stat().st_mtime_ns
-        except FileNotFoundError:
+        text = self.file.changed()
+        if text is None:
             return False
-        if mtime == self._mtime:
-            return False
-        self._mtime = mtime
         try:
-            new = parse_cameras(self.path.read_text())
-        except (OSError, ValueError) as exc:
+            new = parse_cameras(text)
+        except ValueError as exc:
             log.error("cameras file %s ignored, keeping the last good one: %s", self.path, exc)
             return False
         old = self.config.cameras

@@ -8,6 +8,8 @@ from pathlib import Path
 
 import yaml
 
+from services.common.watched import WatchedFile
+
 log = logging.getLogger("defectflow.plc.stations")
 
 
@@ -16,26 +18,22 @@ class StationViews:
         self.path = Path(path)
         self.stations: list[str] = []
         self.views: dict[str, frozenset[str]] = {}
-        self._mtime: int | None = None
+        self.file = WatchedFile(self.path)
         self.refresh()
 
     def refresh(self) -> bool:
         """True when the file changed and was applied."""
-        try:
-            mtime = self.path.stat().st_mtime_ns
-        except FileNotFoundError:
+        text = self.file.changed()
+        if text is None:
             return False
-        if mtime == self._mtime:
-            return False
-        self._mtime = mtime
         try:
-            data = yaml.safe_load(self.path.read_text()) or {}
+            data = yaml.safe_load(text) or {}
             stations = [str(s) for s in data.get("plc_stations", [])]
             views: dict[str, set[str]] = {s: set() for s in stations}
             for name, cam in (data.get("cameras") or {}).items():
                 if str(cam["station"]) in views:
                     views[str(cam["station"])].add(str(name))
-        except (OSError, yaml.YAMLError, AttributeError, KeyError, TypeError) as exc:
+        except (yaml.YAMLError, AttributeError, KeyError, TypeError) as exc:
             log.error("cameras file %s ignored, keeping the last good one: %r", self.path, exc)
             return False
         self.stations = stations
