@@ -243,6 +243,9 @@ def test_store_keeps_its_batch_while_postgres_is_down_and_stops_cleanly(local, b
                 {"ids": ids},
             ).scalar_one()
 
+    # this test's store must be the only member of the store's consumer group: services
+    # an earlier test left running (the e2e pipeline) are stopped; later tests restart them
+    local.stop_services()
     store = local.start_service("store")
     try:
         a = send_inspections(broker.bootstrap, 20)
