@@ -77,6 +77,15 @@ def fit_from_images(
     return cal.recipe
 
 
+def synth_fit_sets(
+    family: str, n_train: int, n_val: int, size: tuple[int, int] = (512, 512)
+) -> tuple[list, list]:
+    """Generated good parts to fit on and, from a disjoint seed range, to calibrate on."""
+    good = train.synth_images(family, range(n_train), size)
+    val = train.synth_images(family, range(10_000, 10_000 + n_val), size)
+    return good, val
+
+
 def fit_recipe(
     template: Path,
     family: str,
@@ -93,9 +102,7 @@ def fit_recipe(
     recipe = load_recipe(template)
     onnx_path, torch_path, recipe_path = model_paths(workdir, recipe)
     if force or not (onnx_path.exists() and torch_path.exists() and recipe_path.exists()):
-        good = train.synth_images(family, range(n_train), size)
-        val = train.synth_images(family, range(10_000, 10_000 + n_val), size)
-        fit_from_images(recipe, good, val, workdir)
+        fit_from_images(recipe, *synth_fit_sets(family, n_train, n_val, size), workdir)
     calibrated = load_recipe(recipe_path)
     prepare_defects(workdir, QUICK_DEFECTS)
     repository = build_for(calibrated, onnx_path, workdir / "repository" / target, target)

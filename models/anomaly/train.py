@@ -19,7 +19,6 @@ from models.anomaly.patchcore import PatchCore, fit_patchcore
 from models.synth.parts import render_part
 from services.common.domain import Rect
 from services.common.recipes import Recipe
-from services.postprocess.logic import stitch
 from services.tiling.logic import clip_roi, preprocess, tile_grid
 
 OPSET = 17
@@ -112,10 +111,3 @@ class OnnxRunner:
     def __call__(self, tiles: np.ndarray, batch: int = 8) -> tuple[np.ndarray, np.ndarray]:
         out = self.run(tiles, batch)
         return out["anomaly_map"], out["score"]
-
-
-def frame_map(image: np.ndarray, recipe: Recipe, runner: OnnxRunner) -> np.ndarray:
-    rects, tiles = recipe_tiles(image, recipe)
-    maps, _ = runner(tiles)
-    h, w = image.shape[:2]
-    return stitch((w, h), list(zip(rects, maps, strict=True)), recipe.tiling.stitch)

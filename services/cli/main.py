@@ -139,8 +139,7 @@ def fit(
 ) -> None:
     """Fit the anomaly model on good parts only, calibrate thresholds, build the Triton
     repository (WORKDIR/models, WORKDIR/recipes, WORKDIR/repository/TARGET)."""
-    from models.anomaly.train import synth_images
-    from models.prepare import build_for, fit_from_images, model_paths
+    from models.prepare import build_for, fit_from_images, model_paths, synth_fit_sets
     from services.cli.offline import progress_bar
     from services.common.recipes import load_recipe
     from services.offline.inspect import images_under
@@ -148,8 +147,7 @@ def fit(
     t0 = time.perf_counter()
     template = load_recipe(recipe)
     if good is None:
-        train_imgs = synth_images(family, range(20), (512, 512))
-        val_imgs = synth_images(family, range(10_000, 10_020), (512, 512))
+        train_imgs, val_imgs = synth_fit_sets(family, 20, 20)
     else:
         paths = list(images_under(good))
         val_paths = list(images_under(val)) if val else paths[3::4]
