@@ -13,7 +13,8 @@ crash-loop a service.
 
 Shutdown (SIGTERM from Kubernetes): stop polling, let the batch in hand finish,
 commit what is done, leave the group; work not done is not committed and is
-redone by the next owner. If the batch in hand does not finish within
+redone by the next owner. A replica stopped while its group is still joining
+does not send LeaveGroup (see `StageRunner.close`). If the batch in hand does not finish within
 `shutdown_timeout_s` (a stalled dependency), the process exits without
 committing it. A second signal exits at once.
 """
@@ -160,6 +161,7 @@ class StageRunner:
         self._watchdog: threading.Timer | None = None
         self.tracker = OffsetTracker()
         self.committed: dict[TopicPartition, int] = {}
+        self.in_group = False  # from an assignment until the next rebalance starts
         self._lag_exported = 0.0
         for kind in ("dead_letter", "transient"):  # series at 0 from the start, not on the
             metrics.MESSAGES_FAILED.labels(service, kind)  # first failure (rates need both)
@@ -329,6 +331,7 @@ class StageRunner:
                 self.consumer.seek(tp, off)
 
     def on_revoked(self, partitions: list[TopicPartition]) -> None:
+        self.in_group = False  # a rebalance begins: called before every (re)join
         try:
             self._commit()
         except Exception as exc:  # noqa: BLE001 - the new owner redoes uncommitted work
@@ -349,11 +352,28 @@ class StageRunner:
         pending = sum(len(p) for p in self.tracker.pending.values())
         log.info("stopped; %d records not done, left uncommitted for the next owner", pending)
         try:
-            self.consumer.close(autocommit=False)
+            if self.in_group:
+                self.consumer.close(autocommit=False)
+            else:
+                self._drop_out_of_join()
         finally:
             self.producer.close(timeout=5)
             if self._watchdog is not None:
                 self._watchdog.cancel()
+
+    def _drop_out_of_join(self) -> None:
+        # Stopped while the group is (re)joining. A LeaveGroup at this point leaves Tansu
+        # 0.6's group waiting for the member that left: no later member is ever assigned
+        # (reproduced in tests/integration/test_reliability.py; in CI it stalled every store
+        # started after a test stopped one 2 s after its start). Closing the connections
+        # without leaving is what a crash does, which every broker handles: the member is
+        # expired after session_timeout_ms and the group rebalances without it.
+        log.info(
+            "stopped while joining group %s: not leaving it, the broker expires us in %d ms",
+            self.group_id,
+            self.settings.session_timeout_ms,
+        )
+        self.consumer._client.close()  # noqa: SLF001 - kafka-python has no close-without-leave
 
 
 class _Rebalance(ConsumerRebalanceListener):
@@ -364,6 +384,7 @@ class _Rebalance(ConsumerRebalanceListener):
         self.runner.on_revoked(list(revoked))
 
     def on_partitions_assigned(self, assigned):  # type: ignore[no-untyped-def]
+        self.runner.in_group = True
         log.info("assigned %s", sorted(f"{tp.topic}[{tp.partition}]" for tp in assigned))
 
 

@@ -146,6 +146,11 @@ class LocalStack:
         if name == "store" and not self.query_port:
             self.query_port = free_port()
         label = name if replica == 0 else f"{name}-{replica}"
+        old = self.services.get(label)
+        if old is not None and old.alive():
+            # one process per label: a second one would orphan the first (and the store's
+            # would find its query port taken); callers that want more use `replica`
+            old.stop(timeout_s=15)
         if name == "ingest" and "spool_dir" not in (extra or {}):
             # a spool of its own for each ingest run; restart_service passes it on, so a
             # restarted ingest resends what the killed one had not got acknowledged

@@ -72,6 +72,18 @@ def wait(driver, predicate, timeout_s: float, what: str):
         raise AssertionError(f"timed out after {timeout_s:.0f} s waiting for {what}") from exc
 
 
+def text_of(driver, element_id: str, timeout_s: float = 20) -> str:
+    """The text of an element once the page that has it has loaded: a click that submits a
+    form returns before the next page is there (on a slow machine, well before)."""
+    found = wait(
+        driver,
+        lambda: driver.find_elements(By.ID, element_id),
+        timeout_s,
+        f"#{element_id} on {driver.current_url}",
+    )
+    return found[0].text
+
+
 @pytest.fixture()
 def console_stack(stack):
     """The pipeline with a token-protected store on its own database, and the console."""
@@ -117,10 +129,10 @@ def test_console_in_a_real_browser(console_stack, stack, tmp_path):
         driver.save_screenshot(str(shots / "0-sign-in.png"))
         driver.find_element(By.ID, "token").send_keys("not-a-valid-token-00000")
         driver.find_element(By.ID, "sign-in").click()
-        assert "refused" in driver.find_element(By.ID, "login-error").text
+        assert "refused" in text_of(driver, "login-error")
         driver.find_element(By.ID, "token").send_keys(REVIEWER + Keys.ENTER)  # keyboard only
-        wait(driver, lambda: driver.current_url.endswith("/gallery"), 10, "sign-in")
-        assert "anna" in driver.find_element(By.ID, "who").text
+        wait(driver, lambda: driver.current_url.endswith("/gallery"), 20, "sign-in")
+        assert "anna" in text_of(driver, "who")
 
         # lines overview: counts rise live while the cameras run
         driver.get(url + "/")
@@ -156,8 +168,13 @@ def test_console_in_a_real_browser(console_stack, stack, tmp_path):
         driver.get(url + "/gallery")
         box = driver.find_element(By.ID, "f-line")
         box.send_keys("line-1" + Keys.ENTER)
-        wait(driver, lambda: "line=line-1" in driver.current_url, 10, "the filtered gallery")
-        cards = driver.find_elements(By.CSS_SELECTOR, "#gallery .card")
+        wait(driver, lambda: "line=line-1" in driver.current_url, 20, "the filtered gallery")
+        cards = wait(
+            driver,
+            lambda: driver.find_elements(By.CSS_SELECTOR, "#gallery .card"),
+            20,
+            "NG cards for line-1",
+        )
         assert cards, "no NG card for line-1"
         metas = [c.find_element(By.CSS_SELECTOR, ".meta").text for c in cards]
         assert all(m.startswith("NG") and "line-1 /" in m for m in metas), metas
@@ -181,8 +198,8 @@ def test_console_in_a_real_browser(console_stack, stack, tmp_path):
         link = cards[0].find_element(By.CSS_SELECTOR, "a.card-link")
         frame_id = link.get_attribute("href").rsplit("/", 1)[1]
         link.send_keys(Keys.ENTER)
-        wait(driver, lambda: "/inspection/" in driver.current_url, 10, "the detail page")
-        assert driver.find_element(By.ID, "machine-verdict").text == "NG"
+        wait(driver, lambda: "/inspection/" in driver.current_url, 20, "the detail page")
+        assert text_of(driver, "machine-verdict") == "NG"
         assert driver.find_elements(By.CSS_SELECTOR, "#defects tbody tr td")[0].text
         assert "anomaly" in driver.find_element(By.ID, "models").text
         img = driver.find_element(By.ID, "frame-image")
@@ -207,7 +224,7 @@ def test_console_in_a_real_browser(console_stack, stack, tmp_path):
         driver.find_element(By.ID, "comment").send_keys("glare on the edge, part is fine")
         driver.save_screenshot(str(shots / "3-detail.png"))
         driver.find_element(By.ID, "submit-review").click()
-        wait(driver, lambda: driver.find_elements(By.ID, "saved"), 10, "the saved review")
+        wait(driver, lambda: driver.find_elements(By.ID, "saved"), 20, "the saved review")
         rec = stub.GetInspection(
             query_pb2.GetInspectionRequest(frame_id=frame_id), metadata=auth, timeout=10
         )
@@ -231,6 +248,7 @@ def test_console_in_a_real_browser(console_stack, stack, tmp_path):
 
         # signed out: the browser is refused again
         driver.find_element(By.CSS_SELECTOR, "form.who button").click()
+        wait(driver, lambda: "/login" in driver.current_url, 20, "the sign-out")
         driver.get(url + "/review")
         assert "/login" in driver.current_url
     finally:

@@ -169,6 +169,40 @@ def test_poison_record_is_dead_lettered_and_the_rest_flows(broker):
     assert mine[0].value == b"boom" and "ValueError" in mine[0].detail
 
 
+class Consume(StatelessHandler):
+    def handle(self, records: Sequence) -> Handled:
+        return Handled(done=list(records))
+
+
+def test_a_replica_stopped_while_joining_does_not_stall_its_group(broker):
+    """Scale up then straight down (or a test that fails 2 s after starting its services):
+    the next replica of the group must still get the partitions."""
+    (src,) = private_topics(broker.bootstrap, 1)
+    settings = StageSettings(kafka_bootstrap=broker.bootstrap, poll_timeout_ms=100)
+
+    def replica() -> tuple[StageRunner, threading.Thread]:
+        runner = StageRunner("test", src, Consume(), settings, group_id=f"g-{src}")
+        return runner, run_in_thread(runner)
+
+    first, thread = replica()  # the group exists and is stable
+    wait_for(lambda: first.in_group, 30, "the first replica's assignment")
+    first.stop()
+    thread.join(30)
+    joining, thread = replica()
+    time.sleep(1.0)  # inside the join: Tansu holds a JoinGroup for ~half the session timeout
+    assert not joining.in_group, "stopped too late to test a stop in the middle of a join"
+    joining.stop()
+    thread.join(30)
+    assert not thread.is_alive()
+    last, thread = replica()
+    try:
+        wait_for(lambda: last.in_group, 45, "the next replica's assignment")
+        assert last.consumer.assignment() == {TopicPartition(src, 0), TopicPartition(src, 1)}
+    finally:
+        last.stop()
+        thread.join(30)
+
+
 def test_dlq_list_filters_and_replay_sends_each_source_message_once(broker):
     (src,) = private_topics(broker.bootstrap, 1)
     now = time.time_ns()
