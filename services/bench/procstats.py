@@ -1,4 +1,5 @@
-"""CPU seconds and resident memory of a process and all its descendants, from /proc.
+"""CPU seconds and resident memory of a process and all its descendants, from /proc; and
+pinning such a tree to some of the cores.
 
 A component is a tree: tritonserver runs one python-backend stub per model instance,
 PostgreSQL one backend per connection, a service started through `runuser` sits below it.
@@ -59,3 +60,21 @@ def sample(root: int, children: bool = True) -> tuple[float, int]:
             cpu += st[1]
             rss += _rss_bytes(pid)
     return cpu, rss
+
+
+def pin_tree(root: int, cpus: set[int]) -> int:
+    """Restrict `root`, its descendants and every thread of each to `cpus`; threads and
+    processes they start later inherit it. Returns how many threads were pinned."""
+    pinned = 0
+    for pid in tree(root):
+        try:
+            tids = [int(t) for t in os.listdir(f"/proc/{pid}/task")]
+        except (FileNotFoundError, ProcessLookupError):
+            continue
+        for tid in tids:
+            try:
+                os.sched_setaffinity(tid, cpus)
+                pinned += 1
+            except (ProcessLookupError, PermissionError):
+                pass  # exited meanwhile
+    return pinned

@@ -25,6 +25,22 @@ def _group(label: str) -> str:
     return base if base in STAGES and num.isdigit() else label
 
 
+def _layout(m: dict) -> str:
+    pinned = m.get("cores_pinned")
+    if not pinned:
+        return (
+            "Cores: every component shares all of them (Triton's model competes with the pipeline)."
+        )
+    return (
+        "Cores: "
+        + "; ".join(
+            f"{who} on core{'s' if len(c) > 1 else ''} {', '.join(map(str, c))}"
+            for who, c in pinned.items()
+        )
+        + " (the layout of a GPU node: the model does not compete with the pipeline)."
+    )
+
+
 def format_report(res: BenchResult) -> str:
     m = res.machine
     tri, single = res.triton, res.triton_single
@@ -36,6 +52,7 @@ def format_report(res: BenchResult) -> str:
         f"Model `{res.model}`, {res.tiles_per_frame} tiles per "
         f"{res.config['width']}x{res.config['height']} frame, batch {res.batch} "
         f"(preferred batch size), {res.in_flight} requests in flight.",
+        _layout(m),
         "",
         "### Triton alone (tritonclient gRPC, same model, batch and concurrency)",
         "",

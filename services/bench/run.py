@@ -68,6 +68,11 @@ class BenchConfig:
     drain_timeout_s: float = 180.0  # an overload's backlog drains at the pipeline's pace
     profile_dir: Path | None = None  # py-spy profiles of the stages at saturation
     triton_shm: bool = True  # Triton alone also through system shared memory
+    # > 0: tritonserver gets the first N cores to itself, everything else (services, broker,
+    # PostgreSQL, cameras) the rest, in both measurements: the layout of a GPU node, where
+    # the model does not compete with the pipeline for the same cores. 0: all share all.
+    triton_cores: int = 0
+    camera_pool: int = 16  # parts each synthetic camera renders, then repeats
 
 
 @dataclass
@@ -281,6 +286,7 @@ class Bench:
                 "width": str(cfg.width),
                 "height": str(cfg.height),
                 "seed": str(self.level_no),
+                "synthetic_pool": str(cfg.camera_pool),
                 "ground_truth_path": str(truth),
                 "spool_dir": str(self.stack.workdir / "bench" / f"{tag}-spool"),
             },
@@ -445,8 +451,26 @@ def top_frames(raw_path: Path, n: int = 6, busy_only: bool = True) -> list[tuple
 IDLE_LEAVES = ("wait (", "select (", "poll (", "_wait_for_tstate_lock", "acquire", "sleep")
 
 
+def pin_cores(stack: LocalStack, triton_cores: int) -> dict[str, list[int]]:
+    """tritonserver on the first `triton_cores` of this process's cores, the rest for the
+    broker, PostgreSQL, this process and every service it starts from now on."""
+    cores = sorted(os.sched_getaffinity(0))
+    if not 0 < triton_cores < len(cores):
+        raise ValueError(
+            f"--triton-cores {triton_cores}: needs 1..{len(cores) - 1} of the {len(cores)} cores"
+            " this process may use, leaving at least one for the pipeline"
+        )
+    model, rest = set(cores[:triton_cores]), set(cores[triton_cores:])
+    assert stack.triton and stack.broker and stack.postgres
+    procstats.pin_tree(stack.triton.process.pid, model)
+    for pid in (stack.broker.process.pid, stack.postgres.process.pid, os.getpid()):
+        procstats.pin_tree(pid, rest)
+    return {"tritonserver": sorted(model), "everything else": sorted(rest)}
+
+
 def run(stack: LocalStack, cfg: BenchConfig) -> BenchResult:
     stack.start_components()
+    stack.stop_services()  # services started before the pinning would keep all cores
     recipe = stack.prepare_models().recipe
     t = recipe.tiling
     assert stack.triton is not None
@@ -459,6 +483,8 @@ def run(stack: LocalStack, cfg: BenchConfig) -> BenchResult:
         batch=batch,
         in_flight=InferenceSettings().max_in_flight,
     )
+    if cfg.triton_cores:
+        res.machine["cores_pinned"] = pin_cores(stack, cfg.triton_cores)
     bench = Bench(stack, cfg)
     bench.profiles = res.profiles  # filled by the saturated level when profiling
     try:

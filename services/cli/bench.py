@@ -18,6 +18,11 @@ def bench(
     lines: int = typer.Option(2),
     cameras: int = typer.Option(4, help="cameras per line"),
     size: int = typer.Option(512, help="frame width and height"),
+    triton_cores: int = typer.Option(
+        0,
+        help="give tritonserver this many cores to itself and the pipeline the rest, in both "
+        "measurements (as on a GPU node); 0 = all components share all cores",
+    ),
     workdir: Path = typer.Option(Path("var/bench"), help="models, logs, database"),
     profile: bool = typer.Option(False, "--profile", help="py-spy the stages at saturation"),
     json_out: Path | None = typer.Option(None, "--json", help="also write the figures here"),
@@ -41,6 +46,7 @@ def bench(
         overload=overload,
         loads=tuple(float(x) for x in loads.split(",") if x.strip()),
         replicas=tuple(int(x) for x in replicas.split(",") if x.strip()),
+        triton_cores=triton_cores,
         profile_dir=(workdir / "profiles").resolve() if profile else None,
     )
     stack = LocalStack(workdir.resolve())

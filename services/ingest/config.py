@@ -24,6 +24,9 @@ class IngestSettings(StageSettings):
     width: int = 512
     height: int = 512
     seed: int = 0
+    # synthetic cameras only: render this many parts per camera, then repeat them (0 = a new
+    # part every frame); benchmarks use it so the load generator costs what a camera does
+    synthetic_pool: int = 0
     inline_max_bytes: int = 64 * 1024  # larger images go to the blob store (claim check)
     takt_s: float = 0.0  # a part's verdict is due this long after capture; 0 = 1 / fps
     # synthetic cameras only: the lamp of these lines (comma list, empty = all) changes to

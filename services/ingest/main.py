@@ -65,6 +65,7 @@ def build_cameras(s: IngestSettings) -> list[Camera]:
                         s.defect_types.split(","),
                         (s.width, s.height),
                         *_illumination(s, line),
+                        pool=s.synthetic_pool,
                     )
                 )
             elif s.source == "folder" and s.source_path:

@@ -88,3 +88,46 @@ def test_replicas_for_rounds_up_and_refuses_nonsense():
     assert replicas_for(10, 400) == 1
     with pytest.raises(ValueError):
         replicas_for(1000, 0)
+
+
+def test_pin_tree_pins_a_process_its_threads_and_its_children_also_later_ones():
+    import os
+    import subprocess
+    import sys
+    import time
+
+    from services.bench.procstats import pin_tree, tree
+
+    cores = sorted(os.sched_getaffinity(0))
+    if len(cores) < 2:
+        pytest.skip("needs 2 cores")
+    # a parent with a thread and a child, that starts a second child once told to
+    code = (
+        "import subprocess, sys, threading, time\n"
+        "threading.Thread(target=time.sleep, args=(30,), daemon=True).start()\n"
+        "a = subprocess.Popen(['sleep', '30'])\n"
+        "sys.stdin.readline()\n"
+        "b = subprocess.Popen(['sleep', '30'])\n"
+        "print(b.pid, flush=True)\n"
+        "time.sleep(30)\n"
+    )
+    parent = subprocess.Popen(
+        [sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
+    try:
+        deadline = time.monotonic() + 10
+        while len(tree(parent.pid)) < 2 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert pin_tree(parent.pid, {cores[-1]}) >= 3  # parent's 2 threads + the child
+        parent.stdin.write("\n")
+        parent.stdin.flush()
+        later = int(parent.stdout.readline())
+        for pid in tree(parent.pid):
+            for tid in os.listdir(f"/proc/{pid}/task"):
+                assert os.sched_getaffinity(int(tid)) == {cores[-1]}
+        assert later in tree(parent.pid)
+        assert os.sched_getaffinity(0) == set(cores), "the caller itself is left alone"
+    finally:
+        for pid in reversed(tree(parent.pid)):
+            os.kill(pid, 9)
+        parent.wait()

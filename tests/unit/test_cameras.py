@@ -41,3 +41,17 @@ def test_synthetic_camera_is_seeded_and_keeps_ground_truth():
     ca, cb = a.read(), b.read()
     assert np.array_equal(ca.image, cb.image)
     assert ca.truth["defect_type"] == "scratch" and ca.truth["box"] is not None
+
+
+def test_a_pooled_synthetic_camera_renders_its_pool_once_then_repeats_it():
+    cam = SyntheticCamera("l1", "s1", "c1", "brushed_metal", 5, 0.5, ["hole"], (96, 96), pool=3)
+    first = [cam.read() for _ in range(3)]
+    again = [cam.read() for _ in range(4)]
+    assert len({c.truth["seed"] for c in first}) == 3, "the pool holds distinct parts"
+    for i, c in enumerate(again):
+        assert np.array_equal(c.image, first[i % 3].image)
+        assert c.truth == first[i % 3].truth
+    assert cam.parts == 7
+    plain = SyntheticCamera("l1", "s1", "c1", "brushed_metal", 5, 0.5, ["hole"], (96, 96))
+    assert [plain.read().truth["seed"] for _ in range(3)] == [c.truth["seed"] for c in first]
+    assert plain.read().truth["seed"] != first[0].truth["seed"], "without a pool: new parts"

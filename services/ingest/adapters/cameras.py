@@ -41,6 +41,7 @@ class SyntheticCamera:
         size: tuple[int, int],
         gain: float = 1.0,
         gain_after: int = 0,
+        pool: int = 0,
     ) -> None:
         self.line, self.station, self.name = line, station, name
         self.family, self.size = family, size
@@ -52,6 +53,10 @@ class SyntheticCamera:
         # (the drift the score-drift monitor must see)
         self.gain, self.gain_after = gain, gain_after
         self.parts = 0
+        # pool > 0: render that many parts, then show them again in turn; rendering costs a
+        # real camera nothing on the host, so a benchmark's cameras should not pay for it
+        self.pool = pool
+        self._pooled: list[tuple[np.ndarray, dict]] = []
 
     def _draw(self) -> tuple[int, str | None]:
         self.parts += 1
@@ -67,20 +72,24 @@ class SyntheticCamera:
             self._draw()
 
     def read(self) -> Capture:
-        part_seed, defect = self._draw()
-        image, gt = render_part(self.family, part_seed, self.size, defect, "obvious")
-        if self.gain != 1.0 and self.parts > self.gain_after:
-            image = np.clip(image.astype(np.float32) * self.gain, 0, 255).astype(np.uint8)
-        return Capture(
-            image,
-            {
+        if self.pool and len(self._pooled) >= self.pool:
+            self.parts += 1
+            image, truth = self._pooled[(self.parts - 1) % self.pool]
+        else:
+            part_seed, defect = self._draw()
+            image, gt = render_part(self.family, part_seed, self.size, defect, "obvious")
+            truth = {
                 "family": self.family,
                 "seed": part_seed,
                 "defect_type": defect,
                 "severity": gt.severity,
                 "box": gt.box,
-            },
-        )
+            }
+            if self.pool:
+                self._pooled.append((image, truth))
+        if self.gain != 1.0 and self.parts > self.gain_after:
+            image = np.clip(image.astype(np.float32) * self.gain, 0, 255).astype(np.uint8)
+        return Capture(image, dict(truth))
 
 
 class FolderCamera:
