@@ -77,8 +77,17 @@ def fit_from_images(
     return cal.recipe
 
 
+# generated good parts: to fit the anomaly model on, and (disjoint) to calibrate its
+# thresholds on; the demo, the tests and `defectflow fit` without --good all use these
+FIT_PARTS = 20
+CALIBRATION_PARTS = 60
+
+
 def synth_fit_sets(
-    family: str, n_train: int, n_val: int, size: tuple[int, int] = (512, 512)
+    family: str,
+    n_train: int = FIT_PARTS,
+    n_val: int = CALIBRATION_PARTS,
+    size: tuple[int, int] = (512, 512),
 ) -> tuple[list, list]:
     """Generated good parts to fit on and, from a disjoint seed range, to calibrate on."""
     good = train.synth_images(family, range(n_train), size)
@@ -90,8 +99,8 @@ def fit_recipe(
     template: Path,
     family: str,
     workdir: Path,
-    n_train: int = 20,
-    n_val: int = 60,
+    n_train: int = FIT_PARTS,
+    n_val: int = CALIBRATION_PARTS,
     size: tuple[int, int] = (512, 512),
     target: str = "cpu",
     force: bool = False,

@@ -62,11 +62,12 @@ def sample(root: int, children: bool = True) -> tuple[float, int]:
     return cpu, rss
 
 
-def pin_tree(root: int, cpus: set[int]) -> int:
-    """Restrict `root`, its descendants and every thread of each to `cpus`; threads and
-    processes they start later inherit it. Returns how many threads were pinned."""
+def pin_tree(root: int, cpus: set[int], children: bool = True) -> int:
+    """Restrict `root` (and its descendants when `children`) and every thread of each to
+    `cpus`; threads and processes they start later inherit it. Returns how many threads
+    were pinned."""
     pinned = 0
-    for pid in tree(root):
+    for pid in tree(root) if children else [root]:
         try:
             tids = [int(t) for t in os.listdir(f"/proc/{pid}/task")]
         except (FileNotFoundError, ProcessLookupError):

@@ -72,7 +72,7 @@ class BenchConfig:
     # PostgreSQL, cameras) the rest, in both measurements: the layout of a GPU node, where
     # the model does not compete with the pipeline for the same cores. 0: all share all.
     triton_cores: int = 0
-    camera_pool: int = 16  # parts each synthetic camera renders, then repeats
+    camera_pool: int = 2  # parts each synthetic camera renders (in the warm-up), then repeats
 
 
 @dataclass
@@ -463,8 +463,10 @@ def pin_cores(stack: LocalStack, triton_cores: int) -> dict[str, list[int]]:
     model, rest = set(cores[:triton_cores]), set(cores[triton_cores:])
     assert stack.triton and stack.broker and stack.postgres
     procstats.pin_tree(stack.triton.process.pid, model)
-    for pid in (stack.broker.process.pid, stack.postgres.process.pid, os.getpid()):
+    for pid in (stack.broker.process.pid, stack.postgres.process.pid):
         procstats.pin_tree(pid, rest)
+    # this process alone: tritonserver, the broker and PostgreSQL are its children too
+    procstats.pin_tree(os.getpid(), rest, children=False)
     return {"tritonserver": sorted(model), "everything else": sorted(rest)}
 
 

@@ -147,7 +147,7 @@ def fit(
     t0 = time.perf_counter()
     template = load_recipe(recipe)
     if good is None:
-        train_imgs, val_imgs = synth_fit_sets(family, 20, 20)
+        train_imgs, val_imgs = synth_fit_sets(family)
     else:
         paths = list(images_under(good))
         val_paths = list(images_under(val)) if val else paths[3::4]

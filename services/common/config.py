@@ -19,6 +19,7 @@ class StageSettings(BaseSettings):
     metrics_port: int = 0  # 0 = no /metrics endpoint
     metrics_addr: str = "127.0.0.1"  # 0.0.0.0 in a pod, so Prometheus can scrape it
     poll_timeout_ms: int = 200
+    busy_poll_ms: int = 5  # while the handler has work out (inference's jobs at Triton)
     max_poll_records: int = 64
     session_timeout_ms: int = 6000  # Tansu's first join waits ~half of this
     # how long the broker may hold a fetch that has no data yet: every hop's latency floor

@@ -64,7 +64,8 @@ class Handler(Protocol):
     def handle(self, records: Sequence[ConsumerRecord]) -> Handled: ...
 
     def tick(self) -> Handled:
-        """Called every loop: time-based work (timeouts); default nothing."""
+        """Called every loop: time-based work (timeouts), work finished in the background;
+        default nothing."""
         ...
 
     def revoke(self, partitions: Iterable[TopicPartition]) -> None: ...
@@ -162,6 +163,8 @@ class StageRunner:
         self.tracker = OffsetTracker()
         self.committed: dict[TopicPartition, int] = {}
         self.in_group = False  # from an assignment until the next rebalance starts
+        # where each partition's unfinished work began when a rebalance took it from us
+        self._resume: dict[TopicPartition, int] = {}
         self._lag_exported = 0.0
         for kind in ("dead_letter", "transient"):  # series at 0 from the start, not on the
             metrics.MESSAGES_FAILED.labels(service, kind)  # first failure (rates need both)
@@ -208,7 +211,7 @@ class StageRunner:
         try:
             while not self.stopping.is_set():
                 try:
-                    batch = self.consumer.poll(timeout_ms=self.settings.poll_timeout_ms)
+                    batch = self.consumer.poll(timeout_ms=self._poll_timeout_ms())
                 except KafkaError as exc:  # broker gone: kafka-python reconnects on next poll
                     log.warning("poll failed, retrying: %s", exc)
                     self.stopping.wait(backoff)
@@ -228,6 +231,14 @@ class StageRunner:
                     backoff = min(backoff * 2, 10.0)
         finally:
             self.close()
+
+    def _poll_timeout_ms(self) -> int:
+        """Short while the handler has work out in the background (its `busy()`), so its
+        `tick` hands that work on as soon as it is finished; else the usual wait."""
+        busy = getattr(self.handler, "busy", None)
+        if busy is not None and busy():
+            return self.settings.busy_poll_ms
+        return self.settings.poll_timeout_ms
 
     def _process(self, records: list[ConsumerRecord]) -> None:
         start = time.perf_counter()
@@ -336,11 +347,24 @@ class StageRunner:
             self._commit()
         except Exception as exc:  # noqa: BLE001 - the new owner redoes uncommitted work
             log.warning("commit on revoke failed: %s", exc)
+        points = self.tracker.commit_points()
+        self._resume = {tp: points[tp] for tp in partitions if tp in points}
         self.handler.revoke(partitions)
         self.tracker.forget(partitions)
         for tp in partitions:
             self.committed.pop(tp, None)
         metrics.set_lag(self.service, [], [(tp.topic, tp.partition) for tp in partitions])
+
+    def on_assigned(self, partitions: list[TopicPartition]) -> None:
+        """A partition we get back keeps its fetch position (kafka-python keeps the state
+        of partitions in both the old and the new assignment), but the work we had in hand
+        for it was dropped at the revoke: read again from where that work began, or it is
+        committed past and lost."""
+        self.in_group = True
+        for tp in partitions:
+            if tp in self._resume:
+                self.consumer.seek(tp, self._resume[tp])
+        self._resume = {}
 
     def close(self) -> None:
         """Commit what is done (never what is pending), leave the group, close."""
@@ -384,7 +408,7 @@ class _Rebalance(ConsumerRebalanceListener):
         self.runner.on_revoked(list(revoked))
 
     def on_partitions_assigned(self, assigned):  # type: ignore[no-untyped-def]
-        self.runner.in_group = True
+        self.runner.on_assigned(list(assigned))
         log.info("assigned %s", sorted(f"{tp.topic}[{tp.partition}]" for tp in assigned))
 
 

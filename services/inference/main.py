@@ -1,33 +1,122 @@
-"""Inference: tile chunks -> predictions, batching tiles across frames and cameras."""
+"""Inference: tile chunks -> predictions, batching tiles across frames and cameras.
+
+Pipelined: each poll's chunks become one job (its tiles batched to the model's preferred
+batch size, the batches sent with several requests in flight) that runs on a worker
+thread, while the stage goes on polling; up to `max_jobs` jobs are at Triton at once, so
+the model never waits for the stage to produce, commit and poll. Jobs hand their outputs
+back in the order they were submitted, and a record's offset is committed only once its
+job's outputs are acknowledged (the stage loop's rule). A job whose partitions were
+revoked meanwhile is dropped; the partitions' next owner redoes it.
+"""
 
 from __future__ import annotations
 
+import logging
 import socket
 import time
-from collections import defaultdict
-from collections.abc import Sequence
+from collections import defaultdict, deque
+from collections.abc import Iterable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
 
 import numpy as np
 from defectflow.v1 import common_pb2, predictions_pb2, tiles_pb2
+from kafka import TopicPartition
 from kafka.consumer.fetcher import ConsumerRecord
 
 from services.common import decoders, topics
 from services.common.codec import decode, stamp
-from services.common.errors import BadInput, about_frame
+from services.common.errors import BadInput, Transient, about_frame
 from services.common.logs import setup_logging
 from services.common.recipes import RecipeBook
-from services.common.stage import Handled, Output, StatelessHandler, dead_letter, run_stage
+from services.common.stage import Handled, Output, dead_letter, run_stage
 from services.common.tensors import from_tensor, to_tensor
 from services.inference.adapters.triton import TritonModels
 from services.inference.config import InferenceSettings
 from services.inference.logic import batch_slices, check_outputs
 
+log = logging.getLogger("defectflow.inference")
 
-class InferenceHandler(StatelessHandler):
+
+def _tp(record: ConsumerRecord) -> TopicPartition:
+    return TopicPartition(record.topic, record.partition)
+
+
+@dataclass
+class Job:
+    records: list[ConsumerRecord]
+    future: Future
+    epochs: dict[TopicPartition, int]  # each partition's revocation count at submission
+
+
+class InferenceHandler:
     def __init__(self, settings: InferenceSettings, models: TritonModels) -> None:
         self.models = models
         self.recipes = RecipeBook(settings.recipes_dir)
         self.instance = settings.instance or socket.gethostname()
+        self.max_jobs = settings.max_jobs
+        self.pool = ThreadPoolExecutor(settings.max_jobs, thread_name_prefix="infer")
+        self.jobs: deque[Job] = deque()
+        self.revocations: dict[TopicPartition, int] = defaultdict(int)
+
+    # --- the stage loop's side: submit, hand back in order, drop on revoke ---------------
+
+    def handle(self, records: Sequence[ConsumerRecord]) -> Handled:
+        out = Handled()
+        while len(self.jobs) >= self.max_jobs:  # back-pressure: wait for the oldest job
+            self.jobs[0].future.exception()
+            out = _merge(out, self.tick())
+        self._submit(list(records))
+        return out
+
+    def busy(self) -> bool:
+        """Jobs at Triton: the stage loop polls briefly, so finished ones go out at once."""
+        return bool(self.jobs)
+
+    def tick(self) -> Handled:
+        out = Handled()
+        while self.jobs and self.jobs[0].future.done():
+            job = self.jobs.popleft()
+            exc = job.future.exception()
+            if isinstance(exc, Transient):
+                # the stage rewinds every partition we hold work for to its oldest record not
+                # done and reads on from there: the other jobs' work would be redone anyway
+                self.jobs.clear()
+                raise exc
+            if exc is not None:
+                out = _merge(out, self._isolate(job, exc))
+                continue
+            kept = {id(r) for r in job.records if self.revocations[_tp(r)] == job.epochs[_tp(r)]}
+            for record, output in job.future.result():
+                if id(record) in kept:
+                    out.outputs.append(output)
+            out.done += [r for r in job.records if id(r) in kept]
+        return out
+
+    def revoke(self, partitions: Iterable[TopicPartition]) -> None:
+        for tp in partitions:
+            self.revocations[tp] += 1
+
+    def close(self) -> None:
+        self.pool.shutdown(wait=False, cancel_futures=True)
+
+    def _submit(self, records: list[ConsumerRecord]) -> None:
+        epochs = {_tp(r): self.revocations[_tp(r)] for r in records}
+        self.jobs.append(Job(records, self.pool.submit(self.infer, records), epochs))
+
+    def _isolate(self, job: Job, exc: BaseException) -> Handled:
+        """A job that failed with an error no check foresaw: its records one by one, and a
+        single record that fails is dead-lettered, so one poison chunk cannot stall us."""
+        if len(job.records) > 1:
+            log.warning("job of %d records failed (%r): one by one", len(job.records), exc)
+            for r in job.records:
+                self._submit([r])
+            return Handled()
+        log.error("record failed with an unexpected error: dead letter", exc_info=exc)
+        err = BadInput("processing_error", f"{type(exc).__name__}: {exc}")
+        return Handled(outputs=[dead_letter("inference", job.records[0], err)], done=job.records)
+
+    # --- one job, on a worker thread -----------------------------------------------------
 
     def _decode(self, record: ConsumerRecord):
         chunk = decode(tiles_pb2.TileChunk, record.value)
@@ -41,28 +130,29 @@ class InferenceHandler(StatelessHandler):
                 raise BadInput("bad_tensor", "tiles must be float16")
         return chunk, recipe, pixels
 
-    def handle(self, records: Sequence[ConsumerRecord]) -> Handled:
+    def infer(self, records: Sequence[ConsumerRecord]) -> list[tuple[ConsumerRecord, Output]]:
+        """Every record's output: its predictions, or a dead letter."""
         received = time.time_ns()
-        out = Handled(done=list(records))
+        out: list[tuple[ConsumerRecord, Output]] = []
         # group decoded chunks by (model, version, tile size): one batch stream per model
         groups: dict[tuple[str, str, int], list] = defaultdict(list)
         for record in records:
             try:
                 chunk, recipe, pixels = self._decode(record)
             except BadInput as err:
-                out.outputs.append(dead_letter("inference", record, err))
+                out.append((record, dead_letter("inference", record, err)))
                 continue
             m = recipe.model
             groups[(m.name, m.version, recipe.tiling.model_input)].append(
                 (record, chunk, recipe, pixels)
             )
         for (model, version, size), items in groups.items():
-            out.outputs += self._infer(model, version, size, items, received)
+            out += self._infer(model, version, size, items, received)
         return out
 
     def _infer(
         self, model: str, version: str, size: int, items: list, received: int
-    ) -> list[Output]:
+    ) -> list[tuple[ConsumerRecord, Output]]:
         tiles = np.stack([p for _, _, _, pixels in items for p in pixels])
         slices = batch_slices(len(tiles), self.models.max_batch(model))
         results = self.models.infer_many(model, version, [tiles[s] for s in slices])
@@ -83,7 +173,7 @@ class InferenceHandler(StatelessHandler):
                         if isinstance(dets, BadInput):
                             raise dets
             except BadInput as err:
-                outputs.append(dead_letter("inference", record, err))
+                outputs.append((record, dead_letter("inference", record, err)))
                 continue
             msg = predictions_pb2.PredictionChunk(
                 schema_version=topics.SCHEMA_VERSION,
@@ -116,7 +206,9 @@ class InferenceHandler(StatelessHandler):
                         class_index=d.cls,
                     )
             stamp(msg, "inference", received, time.time_ns(), self.instance)
-            outputs.append(Output(topics.PREDICTIONS, record.key, msg.SerializeToString()))
+            outputs.append(
+                (record, Output(topics.PREDICTIONS, record.key, msg.SerializeToString()))
+            )
         return outputs
 
     def _detect(self, items: list, tiles: np.ndarray, size: int):
@@ -158,10 +250,16 @@ def main() -> None:
     models = TritonModels(
         settings.triton_url, settings.max_in_flight, settings.request_timeout_s, settings.retries
     )
+    handler = InferenceHandler(settings, models)
     try:
-        run_stage("inference", topics.TILES, InferenceHandler(settings, models), settings)
+        run_stage("inference", topics.TILES, handler, settings)
     finally:
+        handler.close()
         models.close()
+
+
+def _merge(a: Handled, b: Handled) -> Handled:
+    return Handled(outputs=a.outputs + b.outputs, done=a.done + b.done)
 
 
 if __name__ == "__main__":

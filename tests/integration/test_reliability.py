@@ -203,6 +203,61 @@ def test_a_replica_stopped_while_joining_does_not_stall_its_group(broker):
         thread.join(30)
 
 
+class HoldUntilReleased:
+    """Keeps every record in hand (like postprocess waiting for a frame's last chunk) until
+    `release` is set; a revoke drops what it holds for those partitions."""
+
+    def __init__(self, out_topic: str) -> None:
+        self.out_topic = out_topic
+        self.held: list = []
+        self.release = threading.Event()
+
+    def handle(self, records: Sequence) -> Handled:
+        self.held += records
+        return Handled()
+
+    def tick(self) -> Handled:
+        if not self.release.is_set():
+            return Handled()
+        done, self.held = self.held, []
+        return Handled(outputs=[Output(self.out_topic, r.key, r.value) for r in done], done=done)
+
+    def revoke(self, partitions: Iterable[TopicPartition]) -> None:
+        gone = set(partitions)
+        self.held = [r for r in self.held if TopicPartition(r.topic, r.partition) not in gone]
+
+
+def test_work_in_hand_at_a_rebalance_is_redone_on_the_partition_we_keep(broker):
+    """A replica joins while the first holds unfinished records on both partitions: the
+    partition that moves is redone by the newcomer, the one that stays must be read again
+    by the first (its fetch position survived the rebalance, its work did not)."""
+    src, dst = private_topics(broker.bootstrap)
+    settings = StageSettings(kafka_bootstrap=broker.bootstrap, poll_timeout_ms=100)
+    holder = HoldUntilReleased(dst)
+    first = StageRunner("test", src, holder, settings, group_id=f"g-{src}")
+    threads = [run_in_thread(first)]
+    wait_for(lambda: first.in_group, 30, "the first replica's assignment")
+    values = [b"%d" % i for i in range(8)]
+    produce(broker.bootstrap, src, [(b"key-%d" % i, v) for i, v in enumerate(values)])
+    wait_for(lambda: len(holder.held) == 8, 30, "8 records in hand")
+    assert {r.partition for r in holder.held} == {0, 1}
+    second = StageRunner("test", src, HoldUntilReleased(dst), settings, group_id=f"g-{src}")
+    second.handler.release.set()
+    threads.append(run_in_thread(second))
+    try:
+        wait_for(lambda: first.in_group and second.in_group, 45, "the rebalance")
+        assert len(first.consumer.assignment()) == 1 == len(second.consumer.assignment())
+        holder.release.set()
+        wait_for(lambda: committed(broker.bootstrap, f"g-{src}", src) >= 8, 45, "8 committed")
+    finally:
+        for runner in (first, second):
+            runner.stop()
+        for t in threads:
+            t.join(30)
+    out = sorted(r.value for r in consume_all(broker.bootstrap, dst))
+    assert sorted(set(out)) == sorted(values), "every record's output, none lost"
+
+
 def test_dlq_list_filters_and_replay_sends_each_source_message_once(broker):
     (src,) = private_topics(broker.bootstrap, 1)
     now = time.time_ns()

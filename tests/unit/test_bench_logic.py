@@ -127,6 +127,11 @@ def test_pin_tree_pins_a_process_its_threads_and_its_children_also_later_ones():
                 assert os.sched_getaffinity(int(tid)) == {cores[-1]}
         assert later in tree(parent.pid)
         assert os.sched_getaffinity(0) == set(cores), "the caller itself is left alone"
+        # the parent alone, its children keep theirs (a bench pins itself, not the
+        # tritonserver it started)
+        pin_tree(parent.pid, {cores[0]}, children=False)
+        assert os.sched_getaffinity(parent.pid) == {cores[0]}
+        assert os.sched_getaffinity(later) == {cores[-1]}
     finally:
         for pid in reversed(tree(parent.pid)):
             os.kill(pid, 9)

@@ -146,6 +146,30 @@ class Pending:
             return out
 
 
+class ThreadedDriver:
+    """What the drivers that acquire on their own thread (GigE Vision, RTSP, USB) share: the
+    thread fills requested tags through `Pending`; ingest only takes what is there."""
+
+    def __init__(self, name: str, spec: CameraSpec) -> None:
+        self.name, self.spec = name, spec
+        self.finished = False
+        self._health = Health()
+        self._pending = Pending(spec.frame_timeout_s)
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
+        self._down_since: float | None = None
+
+    def request(self, tag: str) -> None:
+        self._pending.add(tag)
+
+    def take(self) -> list[tuple[str, Grab]]:
+        self._pending.expire(self._health)
+        return self._pending.take()
+
+    def health(self) -> Health:
+        return self._health
+
+
 class LegacyDriver:
     """The synthetic, folder and video cameras: they read synchronously, in `request`."""
 

@@ -17,7 +17,7 @@ import logging
 import threading
 import time
 
-from services.ingest.adapters.drivers import CameraSpec, Grab, Health, Pending
+from services.ingest.adapters.drivers import CameraSpec, Grab, ThreadedDriver
 from services.ingest.adapters.pixels import to_image
 
 log = logging.getLogger("defectflow.ingest.gige")
@@ -40,18 +40,12 @@ def aravis():  # type: ignore[no-untyped-def]
     return Aravis
 
 
-class AravisCamera:
+class AravisCamera(ThreadedDriver):
     def __init__(self, name: str, spec: CameraSpec) -> None:
-        self.name, self.spec = name, spec
-        self.finished = False
-        self._health = Health()
-        self._pending = Pending(spec.frame_timeout_s)
-        self._stop = threading.Event()
+        super().__init__(name, spec)  # its _lock: software triggers vs the thread reopening
         self._thread: threading.Thread | None = None
         self._cam = None
         self._stream = None
-        self._lock = threading.Lock()  # software triggers vs the thread reopening the camera
-        self._down_since: float | None = None
 
     # --- the driver interface ---------------------------------------------------------
     def open(self) -> None:
@@ -60,7 +54,7 @@ class AravisCamera:
         self._thread.start()
 
     def request(self, tag: str) -> None:
-        self._pending.add(tag)
+        super().request(tag)
         if self.spec.trigger == "software":
             with self._lock:
                 cam = self._cam
@@ -69,13 +63,6 @@ class AravisCamera:
                         cam.software_trigger()
                     except Exception as exc:  # noqa: BLE001 - the thread notices and reopens
                         self._health.last_error = repr(exc)
-
-    def take(self) -> list[tuple[str, Grab]]:
-        self._pending.expire(self._health)
-        return self._pending.take()
-
-    def health(self) -> Health:
-        return self._health
 
     def close(self) -> None:
         self._stop.set()

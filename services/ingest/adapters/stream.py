@@ -17,25 +17,19 @@ import time
 
 import cv2
 
-from services.ingest.adapters.drivers import CameraSpec, Grab, Health, Pending
+from services.ingest.adapters.drivers import CameraSpec, Grab, ThreadedDriver
 
 log = logging.getLogger("defectflow.ingest.stream")
 
 OPEN_TIMEOUT_S = 15.0  # an open that hangs longer (server accepts, never answers) is abandoned
 
 
-class StreamCamera:
+class StreamCamera(ThreadedDriver):
     def __init__(self, name: str, spec: CameraSpec) -> None:
-        self.name, self.spec = name, spec
-        self.finished = False
-        self._health = Health()
-        self._pending = Pending(spec.frame_timeout_s)
-        self._stop = threading.Event()
+        super().__init__(name, spec)
         self._generation = 0  # the reader whose frames count; older ones are abandoned
         self._last_frame = time.monotonic()
-        self._down_since: float | None = None
         self._watchdog: threading.Thread | None = None
-        self._lock = threading.Lock()
         self._opening = False  # opening an RTSP session takes 1-3 s: watched with open_timeout
 
     def _source(self) -> tuple[str | int, int]:
@@ -51,16 +45,6 @@ class StreamCamera:
             target=self._watch, name=f"watchdog-{self.name}", daemon=True
         )
         self._watchdog.start()
-
-    def request(self, tag: str) -> None:
-        self._pending.add(tag)
-
-    def take(self) -> list[tuple[str, Grab]]:
-        self._pending.expire(self._health)
-        return self._pending.take()
-
-    def health(self) -> Health:
-        return self._health
 
     def close(self) -> None:
         self._stop.set()
