@@ -136,3 +136,34 @@ def test_pin_tree_pins_a_process_its_threads_and_its_children_also_later_ones():
         for pid in reversed(tree(parent.pid)):
             os.kill(pid, 9)
         parent.wait()
+
+
+def test_pin_cores_gives_triton_its_cores_even_though_it_is_a_child_of_the_bench():
+    """The bench starts tritonserver, the broker and PostgreSQL itself: pinning the bench
+    process must not drag tritonserver onto the pipeline's cores."""
+    import os
+    import subprocess
+    from types import SimpleNamespace
+
+    from services.bench.procstats import pin_tree
+    from services.bench.run import pin_cores
+
+    cores = sorted(os.sched_getaffinity(0))
+    if len(cores) < 2:
+        pytest.skip("needs 2 cores")
+    procs = {k: subprocess.Popen(["sleep", "30"]) for k in ("triton", "broker", "postgres")}
+    stack = SimpleNamespace(**{k: SimpleNamespace(process=p) for k, p in procs.items()})
+    try:
+        layout = pin_cores(stack, 1)  # type: ignore[arg-type]
+        assert layout == {"tritonserver": cores[:1], "everything else": cores[1:]}
+        assert os.sched_getaffinity(procs["triton"].pid) == set(cores[:1])
+        assert os.sched_getaffinity(procs["broker"].pid) == set(cores[1:])
+        assert os.sched_getaffinity(procs["postgres"].pid) == set(cores[1:])
+        assert os.sched_getaffinity(0) == set(cores[1:])
+        with pytest.raises(ValueError, match="at least one for the pipeline"):
+            pin_cores(stack, len(cores))  # type: ignore[arg-type]
+    finally:
+        pin_tree(os.getpid(), set(cores), children=False)  # the rest of the session
+        for p in procs.values():
+            p.kill()
+            p.wait()
