@@ -77,6 +77,8 @@ class InferenceHandler:
         out = Handled()
         while self.jobs and self.jobs[0].future.done():
             job = self.jobs.popleft()
+            # records of partitions revoked since the job started belong to their next owner
+            kept = [r for r in job.records if self.revocations[_tp(r)] == job.epochs[_tp(r)]]
             exc = job.future.exception()
             if isinstance(exc, Transient):
                 # the stage rewinds every partition we hold work for to its oldest record not
@@ -84,13 +86,11 @@ class InferenceHandler:
                 self.jobs.clear()
                 raise exc
             if exc is not None:
-                out = _merge(out, self._isolate(job, exc))
+                out = _merge(out, self._isolate(kept, exc))
                 continue
-            kept = {id(r) for r in job.records if self.revocations[_tp(r)] == job.epochs[_tp(r)]}
-            for record, output in job.future.result():
-                if id(record) in kept:
-                    out.outputs.append(output)
-            out.done += [r for r in job.records if id(r) in kept]
+            ids = {id(r) for r in kept}
+            out.outputs += [output for record, output in job.future.result() if id(record) in ids]
+            out.done += kept
         return out
 
     def revoke(self, partitions: Iterable[TopicPartition]) -> None:
@@ -104,17 +104,19 @@ class InferenceHandler:
         epochs = {_tp(r): self.revocations[_tp(r)] for r in records}
         self.jobs.append(Job(records, self.pool.submit(self.infer, records), epochs))
 
-    def _isolate(self, job: Job, exc: BaseException) -> Handled:
+    def _isolate(self, records: list[ConsumerRecord], exc: BaseException) -> Handled:
         """A job that failed with an error no check foresaw: its records one by one, and a
         single record that fails is dead-lettered, so one poison chunk cannot stall us."""
-        if len(job.records) > 1:
-            log.warning("job of %d records failed (%r): one by one", len(job.records), exc)
-            for r in job.records:
+        if len(records) > 1:
+            log.warning("job of %d records failed (%r): one by one", len(records), exc)
+            for r in records:
                 self._submit([r])
+            return Handled()
+        if not records:
             return Handled()
         log.error("record failed with an unexpected error: dead letter", exc_info=exc)
         err = BadInput("processing_error", f"{type(exc).__name__}: {exc}")
-        return Handled(outputs=[dead_letter("inference", job.records[0], err)], done=job.records)
+        return Handled(outputs=[dead_letter("inference", records[0], err)], done=records)
 
     # --- one job, on a worker thread -----------------------------------------------------
 

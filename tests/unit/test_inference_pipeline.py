@@ -146,3 +146,20 @@ def test_handle_waits_for_the_oldest_job_when_max_jobs_are_out(handler):
     assert got[0].done == [records[0]], "the finished job's work is handed back by handle"
     gates.open(*records[1:])
     assert settle(h, lambda o: len(o.done) == 3).done == records[1:]
+
+
+def test_a_failed_job_leaves_the_records_of_revoked_partitions_to_their_next_owner(handler):
+    from kafka import TopicPartition
+
+    h, gates = handler
+    mine, moved = rec(0, 1, b"poison"), rec(1, 5, b"poison")
+    gates.fail[(0, 1)] = gates.fail[(1, 5)] = ValueError("no check foresaw this")
+    h.handle([mine, moved])
+    h.revoke([TopicPartition(topics.TILES, 1)])
+    gates.open(mine, moved)
+    out = settle(h, lambda o: len(o.done) == 1)
+    time.sleep(0.2)
+    out.done += h.tick().done
+    assert out.done == [mine], "the moved partition's record is not ours to dead-letter"
+    letters = [deadletter_pb2.DeadLetter.FromString(o.value) for o in out.outputs]
+    assert [(x.source_partition, x.source_offset) for x in letters] == [(0, 1)]
