@@ -9,23 +9,17 @@ Frames go through the same write-ahead spool and acknowledged send as the classi
 from __future__ import annotations
 
 import queue
-import socket
 import sys
 import threading
 import time
 
 from prometheus_client import Counter, Gauge
 
-from services.common import metrics, topics
-from services.common.blobstore import LocalBlobStore
-from services.common.kafka_admin import ensure_topics
-from services.common.logs import setup_logging
+from services.common import topics
 from services.common.opcua import PartTrigger, PlcLink
-from services.common.stage import make_producer
 from services.ingest.adapters.assignments import LineRecipes
-from services.ingest.adapters.cameras import GroundTruthLog
 from services.ingest.adapters.drivers import CameraFleet, Driver, Health
-from services.ingest.adapters.spool import Spool, Spooled
+from services.ingest.adapters.spool import Spooled
 from services.ingest.config import IngestSettings
 from services.ingest.logic import Pacer
 
@@ -88,22 +82,8 @@ class HealthExport:
 def run_fleet(s: IngestSettings, stop: threading.Event) -> int:
     assert s.cameras_path is not None
     m = _ingest_main()
-    FRAMES_DROPPED, FRAMES_RESENT = m.FRAMES_DROPPED, m.FRAMES_RESENT  # noqa: N806
-    Sender, frame_message, recover = m.Sender, m.frame_message, m.recover  # noqa: N806
-    log = setup_logging("ingest", s.log_level)
-    metrics.serve(s.metrics_port, s.metrics_addr)
-    ensure_topics(s.kafka_bootstrap)
-    instance = s.instance or socket.gethostname()
-    blobs = LocalBlobStore(s.blob_root)
-    truth = GroundTruthLog(s.ground_truth_path)
-    spool = Spool(s.spool_dir)
-    producer = make_producer(s.kafka_bootstrap)
-    sender = Sender(producer, spool, truth, log)
-    resend, _ = recover(spool, truth)
-    if resend:
-        log.info("resending %d frames captured but not acknowledged before a restart", len(resend))
-        FRAMES_RESENT.inc(len(resend))
-        sender.unacked = resend
+    FRAMES_DROPPED, frame_message = m.FRAMES_DROPPED, m.frame_message  # noqa: N806
+    log, instance, blobs, sender, _ = m.start_ingest(s)
     line_recipes = LineRecipes(s.line_recipes_path, s.recipe_id)
     fleet = CameraFleet(s.cameras_path)
     fleet.refresh()
@@ -183,7 +163,7 @@ def run_fleet(s: IngestSettings, stop: threading.Event) -> int:
                     msg.SerializeToString(),
                     {"part_id": tag, **(grab.truth or {})},
                 )
-                spool.put(item)
+                sender.spool.put(item)
                 batch.append(item)
         if batch:
             sender.send(batch)
@@ -193,6 +173,6 @@ def run_fleet(s: IngestSettings, stop: threading.Event) -> int:
     if link is not None:
         link.stop()
     fleet.close()
-    producer.close(timeout=10)
+    sender.producer.close(timeout=10)
     log.info("ingest done: %d frames accepted", sender.accepted)
     return sender.accepted

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import collections
+import logging
 import os
 import signal
 import socket
 import threading
 import time
+from typing import NamedTuple
 
 from defectflow.v1 import common_pb2, frames_pb2
 from prometheus_client import Counter
@@ -180,30 +182,44 @@ def recover(spool: Spool, truth: GroundTruthLog) -> tuple[list[Spooled], Counter
     return resend, progress
 
 
+class IngestStart(NamedTuple):
+    log: logging.Logger
+    instance: str
+    blobs: LocalBlobStore
+    sender: Sender  # its spool holds what was captured and not yet acknowledged
+    progress: Counter_  # frames each (line, camera) got to before a restart
+
+
+def start_ingest(s: IngestSettings) -> IngestStart:
+    """What both ingest loops (folder/synthetic cameras, cameras file) start with: logging,
+    /metrics, topics, the spool and the sender, with the frames a previous run captured
+    but never got acknowledged queued to be sent first."""
+    log = setup_logging("ingest", s.log_level)
+    metrics.serve(s.metrics_port, s.metrics_addr)
+    ensure_topics(s.kafka_bootstrap)
+    truth = GroundTruthLog(s.ground_truth_path)
+    spool = Spool(s.spool_dir)
+    sender = Sender(make_producer(s.kafka_bootstrap), spool, truth, log)
+    resend, progress = recover(spool, truth)
+    if resend:
+        log.info("resending %d frames captured but not acknowledged before a restart", len(resend))
+        FRAMES_RESENT.inc(len(resend))
+        sender.unacked = resend
+    instance = s.instance or socket.gethostname()
+    return IngestStart(log, instance, LocalBlobStore(s.blob_root), sender, progress)
+
+
 def run(s: IngestSettings, stop: threading.Event) -> int:
     if s.cameras_path is not None:
         from services.ingest.fleet import run_fleet
 
         return run_fleet(s, stop)
-    log = setup_logging("ingest", s.log_level)
-    metrics.serve(s.metrics_port, s.metrics_addr)
-    ensure_topics(s.kafka_bootstrap)
-    instance = s.instance or socket.gethostname()
+    log, instance, blobs, sender, progress = start_ingest(s)
     cams = build_cameras(s)
-    blobs = LocalBlobStore(s.blob_root)
-    truth = GroundTruthLog(s.ground_truth_path)
-    spool = Spool(s.spool_dir)
-    producer = make_producer(s.kafka_bootstrap)
-    sender = Sender(producer, spool, truth, log)
-    resend, progress = recover(spool, truth)
     seqs = [progress[(c.line, c.name)] for c in cams]
     for cam, n in zip(cams, seqs, strict=True):
         if n and isinstance(cam, SyntheticCamera):
             cam.skip(n)  # resume the camera where the last run stopped
-    if resend:
-        log.info("resending %d frames captured but not acknowledged before a restart", len(resend))
-        FRAMES_RESENT.inc(len(resend))
-        sender.unacked = resend
     line_recipes = LineRecipes(s.line_recipes_path, s.recipe_id)
     start = time.monotonic()
     pacers = [Pacer(1.0 / s.fps, s.max_lag_frames, start) for _ in cams]
@@ -242,7 +258,7 @@ def run(s: IngestSettings, stop: threading.Event) -> int:
                 msg.SerializeToString(),
                 cap.truth,
             )
-            spool.put(item)
+            sender.spool.put(item)
             batch.append(item)
         if batch:
             sender.send(batch)
@@ -252,7 +268,7 @@ def run(s: IngestSettings, stop: threading.Event) -> int:
                 reported_drops[i] = pacers[i].dropped
         wake = min((p.next_due for p, a in zip(pacers, active, strict=True) if a), default=now)
         stop.wait(max(0.0, wake - time.monotonic()))
-    producer.close(timeout=10)
+    sender.producer.close(timeout=10)
     log.info(
         "ingest done: %d frames accepted, %d dropped, %d left spooled",
         sender.accepted,
