@@ -21,7 +21,6 @@ import signal
 import sys
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
 
 import sqlalchemy as sa
@@ -31,6 +30,7 @@ if __package__ in (None, ""):
 
 from services.localstack.process import free_port  # noqa: E402
 from services.localstack.stack import LocalStack  # noqa: E402
+from tests.scrape import metric_sum  # noqa: E402
 
 SERVICES = ("ingest", "tiling", "inference", "postprocess", "store")
 
@@ -46,15 +46,8 @@ def rss_mib(pid: int) -> float:
 
 
 def metric(port: int, name: str) -> float:
-    try:
-        text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2).read()
-    except OSError:
-        return float("nan")
-    total = 0.0
-    for line in text.decode().splitlines():
-        if line.startswith(name) and not line.startswith("#"):
-            total += float(line.rsplit(" ", 1)[1])
-    return total
+    total = metric_sum(f"http://127.0.0.1:{port}/metrics", name)
+    return total if total >= 0 else float("nan")
 
 
 def stored(engine: sa.Engine) -> int:

@@ -7,7 +7,6 @@ import os
 import shutil
 import statistics
 import time
-import urllib.request
 
 import pytest
 import sqlalchemy as sa
@@ -15,24 +14,12 @@ import sqlalchemy as sa
 from services.localstack.plc import start_plc_simulator
 from services.localstack.process import ManagedProcess
 from tests.e2e.test_pipeline import wait_for
+from tests.scrape import metric_sum
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 PARTS_PER_STATION, TAKT_S = 50, 0.3  # 100 parts on 2 stations
 VIEWS = {"station-1": 2, "station-2": 1}
-
-
-def metric(url: str, name: str) -> float:
-    """Sum of a metric's samples (all label sets) on a /metrics page; -1 while it is not up."""
-    try:
-        text = urllib.request.urlopen(url, timeout=5).read().decode()
-    except OSError:
-        return -1.0
-    return sum(
-        float(line.rsplit(" ", 1)[1])
-        for line in text.splitlines()
-        if line.startswith(name + "{") or line.startswith(name + " ")
-    )
 
 
 def fake_gige_camera(workdir, serial: str) -> ManagedProcess:
@@ -90,8 +77,8 @@ def test_plc_parts_get_exactly_one_verdict_and_records_carry_the_plc_part_id(sta
         urls = stack.metrics_urls()
         wait_for(
             lambda: (
-                metric(urls["plc"], "defectflow_plc_connected") == 1
-                and metric(urls["ingest-13"], "defectflow_camera_connected") == 3
+                metric_sum(urls["plc"], "defectflow_plc_connected") == 1
+                and metric_sum(urls["ingest-13"], "defectflow_camera_connected") == 3
             ),
             60,
             "the plc service and the 3 cameras connected",

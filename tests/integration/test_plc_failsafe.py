@@ -6,7 +6,6 @@ from __future__ import annotations
 import os
 import signal
 import time
-import urllib.request
 import uuid
 
 import pytest
@@ -16,7 +15,7 @@ from kafka import KafkaProducer
 from services.common import topics
 from services.localstack.plc import start_plc_simulator
 from tests.e2e.test_pipeline import wait_for
-from tests.e2e.test_plc import metric
+from tests.scrape import metric_sum
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -38,12 +37,7 @@ def inspection(part_id: str, verdict: int) -> bytes:
 
 
 def failsafe(url: str, reason: str) -> float:
-    text = urllib.request.urlopen(url, timeout=5).read().decode()
-    return sum(
-        float(line.rsplit(" ", 1)[1])
-        for line in text.splitlines()
-        if line.startswith("defectflow_plc_failsafe_total{") and f'reason="{reason}"' in line
-    )
+    return metric_sum(url, "defectflow_plc_failsafe_total", reason=reason)
 
 
 def test_deadline_and_unanswering_plc_end_in_the_fail_safe(local, broker, tmp_path):
@@ -79,12 +73,12 @@ def test_deadline_and_unanswering_plc_end_in_the_fail_safe(local, broker, tmp_pa
     )
     url = local.metrics_urls()["plc-7"]
     try:
-        wait_for(lambda: metric(url, "defectflow_plc_connected") == 1, 30, "plc connected")
+        wait_for(lambda: metric_sum(url, "defectflow_plc_connected") == 1, 30, "plc connected")
         # the consumer group's first join takes seconds: wait until it reads the topic
         other = inspections_pb2.Inspection.FromString(inspection("warm-up", 1))
         other.context.source.station = "not-a-plc-station"
         producer.send(topics.INSPECTIONS, key=b"fs", value=other.SerializeToString()).get(10)
-        wait_for(lambda: metric(url, "defectflow_plc_views_total") >= 1, 30, "plc consuming")
+        wait_for(lambda: metric_sum(url, "defectflow_plc_views_total") >= 1, 30, "plc consuming")
         sim.go()
         p1 = wait_for(lambda: triggered(1), 10, "part 1")[0]
         send(p1, 2)  # NG with a defect
@@ -104,7 +98,7 @@ def test_deadline_and_unanswering_plc_end_in_the_fail_safe(local, broker, tmp_pa
             os.kill(sim.process.pid, signal.SIGCONT)
         # the PLC answers again: the service reconnects and the next part gets its verdict
         time.sleep(1.0)
-        wait_for(lambda: metric(url, "defectflow_plc_connected") == 1, 20, "plc reconnected")
+        wait_for(lambda: metric_sum(url, "defectflow_plc_connected") == 1, 20, "plc reconnected")
         n = len(triggered(0))
         p5 = wait_for(lambda: triggered(n + 1), 10, "a part after the reconnect")[n]
         send(p5, 1)

@@ -9,22 +9,9 @@ import pytest
 
 from services.localstack.rtsp import start_rtsp_camera
 from tests.e2e.test_pipeline import wait_for
+from tests.scrape import metric_sum
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
-
-
-def _labelled(url: str, name: str, camera: str) -> float:
-    import urllib.request
-
-    try:
-        text = urllib.request.urlopen(url, timeout=5).read().decode()
-    except OSError:
-        return -1.0
-    return sum(
-        float(line.rsplit(" ", 1)[1])
-        for line in text.splitlines()
-        if line.startswith(name + "{") and f'camera="{camera}"' in line
-    )
 
 
 def test_rtsp_server_restart_is_reconnected_and_counted(local, broker, tmp_path):
@@ -45,27 +32,27 @@ def test_rtsp_server_restart_is_reconnected_and_counted(local, broker, tmp_path)
     url = local.metrics_urls()["ingest-5"]
     accepted = "defectflow_frames_accepted_total"
     try:
-        wait_for(lambda: _labelled(url, accepted, "rtsp-1") >= 8, 60, "RTSP frames flowing")
+        wait_for(lambda: metric_sum(url, accepted, camera="rtsp-1") >= 8, 60, "RTSP frames flowing")
         server.stop()  # the camera's server dies mid-stream ...
         down_at = time.monotonic()
-        synth_before = _labelled(url, accepted, "synth-1")
+        synth_before = metric_sum(url, accepted, camera="synth-1")
         wait_for(
-            lambda: _labelled(url, "defectflow_camera_connected", "rtsp-1") == 0,
+            lambda: metric_sum(url, "defectflow_camera_connected", camera="rtsp-1") == 0,
             20,
             "ingest noticing the camera is down",
         )
         time.sleep(2.0)
-        rtsp_during = _labelled(url, accepted, "rtsp-1")
-        synth_during = _labelled(url, accepted, "synth-1")
+        rtsp_during = metric_sum(url, accepted, camera="rtsp-1")
+        synth_during = metric_sum(url, accepted, camera="synth-1")
         server = start_rtsp_camera(tmp_path, port=server.port, fps=10, label="rtsp-cam")  # ... back
         wait_for(
-            lambda: _labelled(url, accepted, "rtsp-1") >= rtsp_during + 8,
+            lambda: metric_sum(url, accepted, camera="rtsp-1") >= rtsp_during + 8,
             60,
             "RTSP frames flowing again",
         )
         outage = time.monotonic() - down_at
-        gap = _labelled(url, "defectflow_camera_gap_seconds_total", "rtsp-1")
-        reconnects = _labelled(url, "defectflow_camera_events_total", "rtsp-1")
+        gap = metric_sum(url, "defectflow_camera_gap_seconds_total", camera="rtsp-1")
+        reconnects = metric_sum(url, "defectflow_camera_events_total", camera="rtsp-1")
         assert ingest.alive(), f"see {ingest.log_path}"
     finally:
         local.services.pop("ingest-5").stop()
