@@ -101,7 +101,6 @@ def run_fleet(s: IngestSettings, stop: threading.Event) -> int:
     seqs: dict[str, int] = {}
     health = HealthExport()
     next_check = 0.0
-    backoff = 0.5
     while not stop.is_set():
         now = time.monotonic()
         if now >= next_check:
@@ -111,12 +110,8 @@ def run_fleet(s: IngestSettings, stop: threading.Event) -> int:
             CAMERAS_ACTIVE.set(len(fleet.drivers))
             for name, d in fleet.drivers.items():
                 health.update(name, d.health())
-        if sender.unacked:
-            if not sender.send(sender.unacked):
-                stop.wait(backoff)
-                backoff = min(backoff * 2, 10.0)
-                continue
-            backoff = 0.5
+        if not sender.resend_unacked(stop):
+            continue
         plc_stations = set(fleet.config.plc_stations) if link is not None else set()
         while True:
             try:

@@ -139,6 +139,20 @@ class Sender:
         self.producer, self.spool, self.truth, self.log = producer, spool, truth, log
         self.unacked: list[Spooled] = []  # captured, not yet acknowledged: retried first
         self.accepted = 0
+        self._backoff = 0.5
+
+    def resend_unacked(self, stop: threading.Event) -> bool:
+        """The broker must take what was captured before anything new is: resend what it
+        has not acknowledged. False after a failed resend and its backoff (capture ticks
+        missed meanwhile are dropped by the pacers' policy and counted)."""
+        if not self.unacked:
+            return True
+        if self.send(self.unacked):
+            self._backoff = 0.5
+            return True
+        stop.wait(self._backoff)
+        self._backoff = min(self._backoff * 2, 10.0)
+        return False
 
     def send(self, items: list[Spooled]) -> bool:
         """True when all were acknowledged; otherwise they stay spooled for a retry."""
@@ -228,16 +242,9 @@ def run(s: IngestSettings, stop: threading.Event) -> int:
         metrics.LINE_TAKT.labels(cam.line).set(s.takt_s or 1.0 / s.fps)
     active = [True] * len(cams)
     reported_drops = [0] * len(cams)
-    backoff = 0.5
     while not stop.is_set() and (any(active) or sender.unacked):
-        if sender.unacked:
-            # the broker must take what was captured before anything new is: capture ticks
-            # missed meanwhile are dropped by the pacers' policy and counted
-            if not sender.send(sender.unacked):
-                stop.wait(backoff)
-                backoff = min(backoff * 2, 10.0)
-                continue
-            backoff = 0.5
+        if not sender.resend_unacked(stop):
+            continue
         now = time.monotonic()
         batch = []
         for i, cam in enumerate(cams):
