@@ -7,7 +7,8 @@
     <family>/annotations.jsonl                            (defectflow addition, optional)
 
 `annotations.jsonl` adds what MVTec lacks: one JSON object per image with its class,
-severity and boxes [x0, y0, x1, y1] (exclusive ends, pixels). A user's own data in the
+severity, boxes [x0, y0, x1, y1] (exclusive ends, pixels) and, for generated data, the
+nuisance profile it was rendered under. A user's own data in the
 plain MVTec layout reads the same; boxes then come from the masks' connected components.
 """
 
@@ -21,7 +22,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from models.synth.parts import FAMILY_DEFECTS, render_part
+from models.synth.parts import FAMILY_DEFECTS, NUISANCES, render_part
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 ANNOTATIONS = "annotations.jsonl"
@@ -36,6 +37,7 @@ class Sample:
     severity: str = ""
     boxes: tuple[Box, ...] = ()
     mask_rel: str | None = None
+    nuisance: str = ""  # the generator's profile; "" for a user's own images
 
     @property
     def path(self) -> Path:
@@ -75,6 +77,21 @@ class SynthPlan:
     test_per_type: int = 10  # per defect type, half obvious, half subtle
     seed: int = 0
     types: tuple[str, ...] = ()  # default: the family's defect types
+    nuisance: str = "line"  # profile of the training images (models.synth.parts.NUISANCES)
+    test_nuisance: str | None = None  # profile of the test images; default: `nuisance`
+
+    def __post_init__(self) -> None:
+        for name, value in (("nuisance", self.nuisance), ("test_nuisance", self.profile("test"))):
+            if value not in NUISANCES:
+                raise ValueError(
+                    f"{self.family}: unknown {name} {value!r}; choose one of {', '.join(NUISANCES)}"
+                )
+
+    def profile(self, split_name: str) -> str:
+        """The nuisance profile of a split ("train" or "test")."""
+        if split_name == "test":
+            return self.test_nuisance or self.nuisance
+        return self.nuisance
 
     def seeds(self) -> dict[str, range]:
         # disjoint seed ranges, so no test image repeats a training image
@@ -102,7 +119,8 @@ def write_synthetic(
     samples = []
     counters: dict[str, int] = {}
     for done, (folder, seed, kind, severity) in enumerate(jobs, 1):
-        image, truth = render_part(plan.family, seed, plan.size, kind, severity)
+        profile = plan.profile(folder.split("/", 1)[0])
+        image, truth = render_part(plan.family, seed, plan.size, kind, severity, profile)
         n = counters.get(folder, 0)
         counters[folder] = n + 1
         rel = f"{folder}/{n:03d}.png"
@@ -111,9 +129,8 @@ def write_synthetic(
         if kind is not None:
             mask_rel = f"ground_truth/{kind}/{n:03d}_mask.png"
             _write_png(root / mask_rel, truth.mask)
-        samples.append(
-            Sample(root, rel, kind or "good", severity, (truth.box,) if truth.box else (), mask_rel)
-        )
+        boxes = (truth.box,) if truth.box else ()
+        samples.append(Sample(root, rel, kind or "good", severity, boxes, mask_rel, profile))
         if progress:
             progress(done, len(jobs))
     with (root / ANNOTATIONS).open("w") as f:
@@ -125,6 +142,7 @@ def write_synthetic(
                 "boxes": [list(b) for b in s.boxes],
                 "mask": s.mask_rel,
                 "family": plan.family,
+                "nuisance": s.nuisance,
             }
             f.write(json.dumps(row) + "\n")
     return samples
@@ -155,6 +173,7 @@ def load_family(root: Path) -> list[Sample]:
                         row.get("severity", ""),
                         tuple(tuple(int(v) for v in b) for b in row.get("boxes", [])),
                         row.get("mask"),
+                        row.get("nuisance", ""),
                     )
                 )
             except (ValueError, KeyError, TypeError) as exc:

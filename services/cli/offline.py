@@ -42,16 +42,36 @@ def synth(
     test_per_type: int = typer.Option(10, help="test images per defect type (half subtle)"),
     size: int = typer.Option(512, help="image edge in pixels"),
     seed: int = typer.Option(0, help="seed block; different seeds never share an image"),
+    nuisance: str = typer.Option(
+        "line", help="nuisance profile of the images: line (what fit data carry) or shifted"
+    ),
+    test_nuisance: str = typer.Option(
+        None, help="profile of the test split only (default: --nuisance), e.g. shifted"
+    ),
 ) -> None:
     """Render seeded part images with defects in the MVTec AD layout, plus annotations.jsonl
-    (class, severity, boxes). Same arguments, same bytes."""
+    (class, severity, boxes, nuisance profile). Same arguments, same bytes."""
     from models.data.mvtec import SynthPlan, write_synthetic
-    from models.synth.parts import FAMILIES
+    from models.synth.parts import FAMILIES, NUISANCES
 
+    for name, value in (("--nuisance", nuisance), ("--test-nuisance", test_nuisance)):
+        if value is not None and value not in NUISANCES:
+            raise typer.BadParameter(
+                f"unknown profile {value!r} for {name}; choose one of {', '.join(NUISANCES)}"
+            )
     for fam in family:
         if fam not in FAMILIES:
             raise typer.BadParameter(f"unknown family {fam!r}; known: {', '.join(FAMILIES)}")
-        plan = SynthPlan(fam, (size, size), train_good, test_good, test_per_type, seed)
+        plan = SynthPlan(
+            fam,
+            (size, size),
+            train_good,
+            test_good,
+            test_per_type,
+            seed,
+            nuisance=nuisance,
+            test_nuisance=test_nuisance,
+        )
         with progress_bar(fam) as update:
             samples = write_synthetic(out, plan, update)
         typer.echo(f"{out / fam}: {len(samples)} images")

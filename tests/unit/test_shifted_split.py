@@ -1,0 +1,140 @@
+"""The shifted nuisance profile: wider than the line's, deterministic, and the line
+profile renders the very bytes it rendered before profiles existed."""
+
+import hashlib
+import json
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from models.data.mvtec import SynthPlan, load_family, read_image, split, write_synthetic
+from models.synth.parts import LINE, SHIFTED, _print, render_part
+from services.cli.main import app
+
+# sha256 of render_part(...)[0].tobytes(), computed with the generator before it had
+# nuisance profiles; fixtures, the demo and the published figures depend on these bytes
+PINNED = {
+    ("printed_pattern", 7, (160, 160), None, "obvious"): (
+        "cdcbef54d7a070c2985a6f6e47be7e91a20a760dabd587da8152778b3f172f58"
+    ),
+    ("brushed_metal", 3, (192, 160), "scratch", "subtle"): (
+        "9621ddf2e2a719ec070f5b8bafc0d318b2f23cc314536584fede0a146920df7b"
+    ),
+}
+
+
+def sha(image: np.ndarray) -> str:
+    return hashlib.sha256(image.tobytes()).hexdigest()
+
+
+@pytest.mark.parametrize("args", list(PINNED))
+def test_line_profile_renders_the_bytes_it_always_did(args):
+    default, truth = render_part(*args)
+    line, line_truth = render_part(*args, nuisance="line")
+    assert sha(default) == PINNED[args]
+    assert np.array_equal(default, line)
+    assert np.array_equal(truth.mask, line_truth.mask) and truth.box == line_truth.box
+
+
+def test_shifted_is_deterministic_and_not_the_line_image():
+    for fam in ("brushed_metal", "woven_fabric", "printed_pattern"):
+        a, ta = render_part(fam, 21, (160, 160), "spot", nuisance="shifted")
+        b, tb = render_part(fam, 21, (160, 160), "spot", nuisance=SHIFTED)
+        assert np.array_equal(a, b) and np.array_equal(ta.mask, tb.mask)
+        line, _ = render_part(fam, 21, (160, 160), "spot")
+        assert np.abs(a.astype(np.int16) - line.astype(np.int16)).mean() > 2.0, fam
+
+
+def test_unknown_profile_is_refused_with_the_known_ones():
+    with pytest.raises(ValueError, match="line, shifted"):
+        render_part("brushed_metal", 1, (160, 160), nuisance="clean")
+
+
+def channel_ratios(nuisance: str) -> np.ndarray:
+    """(G/B, R/B) of the mean colour of 12 good parts."""
+    means = np.array(
+        [
+            render_part("woven_fabric", s, (160, 160), nuisance=nuisance)[0].reshape(-1, 3).mean(0)
+            for s in range(12)
+        ]
+    )
+    return means[:, 1:] / means[:, :1], means.mean(1)
+
+
+def test_shifted_light_drifts_in_colour_and_brightness_where_the_line_does_not():
+    line_ratio, line_level = channel_ratios("line")
+    shifted_ratio, shifted_level = channel_ratios("shifted")
+    # the line is one grey image times one fixed tint: channel ratios are constant
+    assert line_ratio.std(0).max() < 0.003
+    assert shifted_ratio.std(0).min() > 0.02
+    # and its brightness spreads wider than the line's (gain, gradient, vignetting)
+    assert shifted_level.std() > 1.5 * line_level.std()
+
+
+def test_shifted_print_is_misregistered_and_its_ink_varies():
+    def first_dot(nz, seed):
+        layer = _print(np.random.default_rng(seed), 64, 64, nz)
+        ys, xs = np.nonzero(layer[:40, :40] < 125)
+        return (round(xs.mean()), round(ys.mean())), float(layer.min())
+
+    assert {first_dot(LINE, s) for s in range(8)} == {((16, 16), 80.0)}
+    dots = [first_dot(SHIFTED, s) for s in range(16)]
+    centres = {c for c, _ in dots}
+    inks = [v for _, v in dots]
+    assert len(centres) > 4
+    assert all(13 <= x <= 19 and 13 <= y <= 19 for x, y in centres)
+    assert max(inks) - min(inks) > 5.0 and min(inks) >= 170 - 99 and max(inks) <= 170 - 81
+
+
+def test_plan_renders_train_and_test_under_their_own_profiles(tmp_path):
+    plan = SynthPlan(
+        "printed_pattern", (160, 160), 2, 1, 1, seed=8, types=("hole",), test_nuisance="shifted"
+    )
+    samples = write_synthetic(tmp_path, plan)
+    seeds = plan.seeds()
+    by_rel = {s.rel: s for s in samples}
+    train0 = read_image(by_rel["train/good/000.png"])
+    test0 = read_image(by_rel["test/good/000.png"])
+    hole0 = read_image(by_rel["test/hole/000.png"])
+    first_train, first_test = seeds["train"][0], seeds["test_good"][0]
+    assert np.array_equal(train0, render_part("printed_pattern", first_train, (160, 160))[0])
+    shifted = render_part("printed_pattern", first_test, (160, 160), nuisance="shifted")[0]
+    assert np.array_equal(test0, shifted)
+    hole = render_part(
+        "printed_pattern", seeds["test_defect"][0], (160, 160), "hole", "obvious", "shifted"
+    )[0]
+    assert np.array_equal(hole0, hole)
+    rows = [json.loads(x) for x in (tmp_path / "printed_pattern" / "annotations.jsonl").open()]
+    assert {r["image"]: r["nuisance"] for r in rows} == {
+        "train/good/000.png": "line",
+        "train/good/001.png": "line",
+        "test/good/000.png": "shifted",
+        "test/hole/000.png": "shifted",
+    }
+    assert {s.nuisance for s in split(load_family(tmp_path / "printed_pattern"), "test")} == {
+        "shifted"
+    }
+
+
+def test_plan_test_profile_defaults_to_the_train_profile_and_names_are_checked():
+    assert SynthPlan("woven_fabric", nuisance="shifted").profile("test") == "shifted"
+    assert SynthPlan("woven_fabric").profile("test") == "line"
+    with pytest.raises(ValueError, match="test_nuisance 'wide'.*line, shifted"):
+        SynthPlan("woven_fabric", test_nuisance="wide")
+
+
+def test_cli_takes_the_profiles_and_refuses_an_unknown_one(tmp_path):
+    base = ["data", "synth", "--family", "brushed_metal", "--size", "160"]
+    counts = ["--train-good", "1", "--test-good", "1", "--test-per-type", "0"]
+    res = CliRunner().invoke(app, [*base, *counts, "--out", str(tmp_path), "--nuisance", "hazy"])
+    assert res.exit_code != 0 and "hazy" in res.output and "shifted" in res.output
+    res = CliRunner().invoke(
+        app, [*base, *counts, "--out", str(tmp_path), "--test-nuisance", "shifted"]
+    )
+    assert res.exit_code == 0, res.output
+    rows = [json.loads(x) for x in (tmp_path / "brushed_metal" / "annotations.jsonl").open()]
+    assert [(r["image"], r["nuisance"]) for r in rows] == [
+        ("train/good/000.png", "line"),
+        ("test/good/000.png", "shifted"),
+    ]
