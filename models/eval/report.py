@@ -1,15 +1,57 @@
-"""`defectflow eval`: run offline inspection on a test split and score it."""
+"""`defectflow eval`: run offline inspection on a test split and score it.
+
+Pixel metrics are taken inside the recipe's ROI (outside it nothing is inspected);
+image AUROC is also given per defect type (good parts against that type) and per
+severity (good parts against the obvious, or the subtle, defects) where the data say so.
+"""
 
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 
-from models.data.mvtec import load_family, split
+from models.data.mvtec import Sample, load_family, split
 from models.eval import metrics
+from services.common.recipes import Roi
 from services.offline.inspect import Inspector, inspect_folder
+
+
+def crop(a: np.ndarray, roi: Roi | None) -> np.ndarray:
+    return a if roi is None else a[roi.y : roi.y + roi.height, roi.x : roi.x + roi.width]
+
+
+def score_metrics(
+    samples: Sequence[Sample],
+    scores: Sequence[float],
+    maps: Sequence[np.ndarray],
+    roi: Roi | None = None,
+) -> dict:
+    """Threshold-free accuracy of one model on a test split: image AUROC (all, per defect
+    type, obvious-only, subtle-only), pixel AUROC and AUPRO (FPR <= 0.3) inside `roi`."""
+    good = [sc for s, sc in zip(samples, scores, strict=True) if not s.defective]
+
+    def auroc_against(chosen: list[float]) -> float | None:
+        if not chosen or not good:
+            return None
+        return metrics.image_auroc([False] * len(good) + [True] * len(chosen), good + chosen)
+
+    def of(keep) -> list[float]:
+        return [sc for s, sc in zip(samples, scores, strict=True) if s.defective and keep(s)]
+
+    masks = [crop(s.mask(m.shape), roi) for s, m in zip(samples, maps, strict=True)]
+    cropped = [crop(m, roi) for m in maps]
+    labels = sorted({s.label for s in samples if s.defective})
+    return {
+        "image_auroc": metrics.image_auroc([s.defective for s in samples], scores),
+        "image_auroc_by_type": {t: auroc_against(of(lambda s, t=t: s.label == t)) for t in labels},
+        "image_auroc_obvious": auroc_against(of(lambda s: s.severity == "obvious")),
+        "image_auroc_subtle": auroc_against(of(lambda s: s.severity == "subtle")),
+        "pixel_auroc": metrics.pixel_auroc(masks, cropped),
+        "aupro_0.3": metrics.aupro(masks, cropped),
+    }
 
 
 def evaluate_family(
@@ -30,11 +72,7 @@ def evaluate_family(
 
     defective = [s.defective for s, _ in rows]
     scores = [r.decision.score for _, r in rows]
-    masks, maps = [], []
-    for s, r in rows:
-        amap = r.anomaly_map
-        masks.append(s.mask(amap.shape))
-        maps.append(amap)
+    maps = [r.anomaly_map for _, r in rows]
     truths = {s.rel: list(s.boxes) for s, _ in rows}
     detections = [
         metrics.Detection(s.rel, d.score, d.box) for s, r in rows for d in r.decision.defects
@@ -52,9 +90,7 @@ def evaluate_family(
         "data": str(data),
         "recipe": f"{inspector.recipe.id} v{inspector.recipe.version}",
         "images": {"good": len(good), "defective": len(bad)},
-        "image_auroc": metrics.image_auroc(defective, scores),
-        "pixel_auroc": metrics.pixel_auroc(masks, maps),
-        "aupro_0.3": metrics.aupro(masks, maps),
+        **score_metrics([s for s, _ in rows], scores, maps, inspector.recipe.roi),
         "anomaly_box_ap50": metrics.average_precision(detections, truths),
         "threshold": {"image": th.image, "pixel": th.pixel, "method": th.method},
         "false_reject_rate": sum(v == "NG" for v in good) / max(1, len(good)),

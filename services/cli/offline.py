@@ -45,7 +45,7 @@ def synth(
     nuisance: str = typer.Option(
         "line", help="nuisance profile of the images: line (what fit data carry) or shifted"
     ),
-    test_nuisance: str = typer.Option(
+    test_nuisance: str | None = typer.Option(
         None, help="profile of the test split only (default: --nuisance), e.g. shifted"
     ),
 ) -> None:
@@ -165,12 +165,66 @@ def accuracy(
     workdir: Path = typer.Option(Path("var/accuracy")),
     report: Path = typer.Option(Path("docs/accuracy.md")),
     elpv: bool = typer.Option(False, help="also the real-data check on ELPV (optional extra)"),
+    splits: str = typer.Option(
+        "both",
+        help="line (in distribution), shifted (wider nuisance than the fit data, beside a "
+        "stock PatchCore) or both",
+    ),
+    defectnet: bool = typer.Option(True, help="train and evaluate DefectNet (line split)"),
+    family: list[str] = typer.Option(
+        ["brushed_metal", "woven_fabric", "printed_pattern"], help="part family (repeatable)"
+    ),
+    train_good: int = typer.Option(40, help="good training images per family"),
+    test_good: int = typer.Option(40, help="good test images per family"),
+    test_per_type: int = typer.Option(10, help="test images per defect type (half subtle)"),
+    shifted_seed: int = typer.Option(
+        9, help="seed block of the shifted split; 9 is reserved for reports, try others"
+    ),
 ) -> None:
     """Generate data, fit and train every reference model, evaluate, write the report."""
-    from models.eval.accuracy import run
+    from models.eval.accuracy import REPORT_SEED_BLOCK, SPLITS, Counts, run
+    from models.synth.parts import FAMILIES
 
+    chosen = {"both": SPLITS, **{s: (s,) for s in SPLITS}}.get(splits)
+    if chosen is None:
+        raise typer.BadParameter(
+            f"unknown --splits {splits!r}; choose one of {', '.join(SPLITS)}, both"
+        )
+    for fam in family:
+        if fam not in FAMILIES:
+            raise typer.BadParameter(f"unknown family {fam!r}; known: {', '.join(FAMILIES)}")
     command = f"defectflow accuracy --workdir {workdir} --report {report}"
-    run(workdir, report, command + (" --elpv" if elpv else ""), echo=typer.echo, elpv=elpv)
+    if splits != "both":
+        command += f" --splits {splits}"
+    if not defectnet:
+        command += " --no-defectnet"
+    if tuple(family) != FAMILIES:
+        command += "".join(f" --family {f}" for f in family)
+    usual = Counts()
+    for flag, value, default in (
+        ("--train-good", train_good, usual.train_good),
+        ("--test-good", test_good, usual.test_good),
+        ("--test-per-type", test_per_type, usual.test_per_type),
+        ("--shifted-seed", shifted_seed, REPORT_SEED_BLOCK),
+    ):
+        if value != default:
+            command += f" {flag} {value}"
+    if elpv:
+        command += " --elpv"
+    run(
+        workdir,
+        report,
+        command,
+        families=tuple(family),
+        train_good=train_good,
+        test_good=test_good,
+        test_per_type=test_per_type,
+        echo=typer.echo,
+        elpv=elpv,
+        splits=chosen,
+        defectnet=defectnet,
+        shifted_seed=shifted_seed,
+    )
     typer.echo(f"report: {report}")
 
 

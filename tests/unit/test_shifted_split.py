@@ -138,3 +138,59 @@ def test_cli_takes_the_profiles_and_refuses_an_unknown_one(tmp_path):
         ("train/good/000.png", "line"),
         ("test/good/000.png", "shifted"),
     ]
+
+
+def fake_report(image_auroc: float, frr: float, by_type: dict) -> dict:
+    return {
+        "image_auroc": image_auroc,
+        "pixel_auroc": 0.9,
+        "aupro_0.3": 0.8,
+        "image_auroc_obvious": 0.99,
+        "image_auroc_subtle": 0.6,
+        "image_auroc_by_type": by_type,
+        "false_reject_rate": frr,
+        "escape_rate": 0.25,
+        "threshold": {"image": 12.5},
+    }
+
+
+def test_report_sets_the_product_beside_the_baseline_and_prints_the_margin():
+    from models.eval.accuracy import Counts, margin, render_shifted
+
+    shifted = {
+        "brushed_metal": {
+            "product": fake_report(0.9, 0.0, {"hole": 1.0}),
+            "baseline": fake_report(0.8, 0.1, {"hole": 0.9}),
+            "seconds": {"product fit": 40.0, "stock fit": 12.0},
+        },
+        "printed_pattern": {
+            "product": fake_report(0.7, 0.05, {"hole": 0.8, "missing_feature": 0.6}),
+            "baseline": fake_report(0.75, 0.2, {"hole": 0.7, "missing_feature": 0.9}),
+            "seconds": {"product fit": 80.0, "stock fit": 12.0},
+        },
+    }
+    assert margin(shifted) == pytest.approx(0.025)
+    text = render_shifted(shifted, Counts(8, 4, 2), 8, 60.0)
+    assert "margin over the stock baseline: +0.025 mean image AUROC" in text
+    assert "(product 0.800, stock baseline 0.775)" in text
+    header = next(line for line in text.splitlines() if line.startswith("| metric"))
+    assert header == (
+        "| metric | brushed_metal product | brushed_metal stock | printed_pattern product "
+        "| printed_pattern stock | mean product | mean stock |"
+    )
+    rows = {line.split(" | ")[0]: line for line in text.splitlines() if line.startswith("| ")}
+    assert rows["| image AUROC"].endswith("| 0.900 | 0.800 | 0.700 | 0.750 | 0.800 | 0.775 |")
+    assert rows["| false-reject rate"].endswith("| 0.000 | 0.100 | 0.050 | 0.200 | 0.025 | 0.150 |")
+    # a type one family lacks is a dash there, and its mean is over the families that have it
+    assert rows["| image AUROC, missing_feature"].endswith(
+        "| – | – | 0.600 | 0.900 | 0.600 | 0.900 |"
+    )
+    assert "seed block 8" in text.lower() or "--seed 8" in text
+
+
+def test_accuracy_refuses_an_unknown_split_before_doing_any_work(tmp_path):
+    res = CliRunner().invoke(
+        app, ["accuracy", "--workdir", str(tmp_path / "w"), "--splits", "wide"]
+    )
+    assert res.exit_code != 0 and "'wide'" in res.output and "both" in res.output
+    assert not (tmp_path / "w").exists()
