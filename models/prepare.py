@@ -7,16 +7,20 @@ so the demo and the tests serve exactly the same artefacts.
 from __future__ import annotations
 
 import logging
+import shutil
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import torch
 
-from models.anomaly import train
-from models.calibrate import calibrate, record_drift_reference
+from models.anomaly import choose, train
+from models.anomaly.augment import with_nuisance
+from models.calibrate import calibrate, record_drift_reference, scores_and_maps
 from models.supervised import train as sup
 from models.triton.build import ModelSpec, anomaly_spec, build_repository, defects_spec
-from services.common.recipes import Recipe, load_recipe, save_recipe
+from services.common.recipes import Recipe, load_recipe, save_recipe, with_settings
 from services.common.thresholds import MaxNormal
 from services.offline.inspect import Inspector
 
@@ -56,25 +60,76 @@ def fit_from_images(
     val: list[np.ndarray],
     workdir: Path,
     progress: train.Progress | None = None,
+    defects: list[np.ndarray] | None = None,
 ) -> Recipe:
     """Fit on `good`, export ONNX, calibrate thresholds on held-out `val`; returns the
-    calibrated recipe (also written to workdir/recipes/<id>.yaml)."""
+    calibrated recipe (also written to workdir/recipes/<id>.yaml). A recipe with candidate
+    settings is fitted once per candidate and the one that best separates held-out good
+    parts from defective ones (`defects`, else synthetic) is kept; the choice and why are
+    written to workdir/recipes/<id>-fit.md."""
     if not val:
         raise ValueError("calibration needs held-out good images (none given)")
     onnx_path, torch_path, recipe_path = model_paths(workdir, recipe)
-    log.info("fitting %s (%s) on %d good images", recipe.model.name, recipe.fit.arch, len(good))
-    model = train.fit_model(recipe, good, progress)
+    if recipe.fit.candidates:
+        recipe, model = choose_settings(recipe, good, val, defects or [], workdir, progress)
+    else:
+        log.info("fitting %s (%s) on %d good images", recipe.model.name, recipe.fit.arch, len(good))
+        recipe = train.with_level(recipe, good)
+        model = train.fit_model(recipe, good, progress)
     train.save_torch(model, torch_path)
-    train.export_onnx(model, recipe.tiling.model_input, onnx_path)
+    train.export_onnx(model, recipe.tiling.input_size, onnx_path)
     # few held-out parts at fit time: the maximum x 1.05, review band up to the maximum;
-    # `defectflow calibrate` re-chooses with more parts (target false-reject rate)
+    # `defectflow calibrate` re-chooses with more parts (target false-reject rate). Where
+    # the model was fitted with line nuisance, the held-out parts are scored with it too,
+    # so the threshold holds when the line drifts as far as the fit assumed.
     inspector = Inspector(recipe, onnx_path)
+    held_out = with_nuisance(val, recipe.fit.augment, recipe.fit.seed + 1)
     cal = calibrate(
-        inspector, val, [], MaxNormal(1.05), review_margin=1 - 1 / 1.05, bump_version=False
+        inspector, held_out, [], MaxNormal(1.05), review_margin=1 - 1 / 1.05, bump_version=False
     )
     save_recipe(cal.recipe, recipe_path)
     record_drift_reference(cal, recipe_path.parent)
     return cal.recipe
+
+
+def choose_settings(
+    recipe: Recipe,
+    good: list[np.ndarray],
+    val: list[np.ndarray],
+    defects: list[np.ndarray],
+    workdir: Path,
+    progress: train.Progress | None = None,
+) -> tuple[Recipe, torch.nn.Module]:
+    """Fit every candidate of the recipe; the chosen recipe and its fitted model."""
+    bad = choose.pseudo_defects(val, recipe) + list(defects)
+    trials, models = [], {}
+    scratch = workdir / "candidates"
+    for cand in recipe.fit.candidates:
+        t0 = time.perf_counter()
+        r = train.with_level(with_settings(recipe, cand.set), good)
+        log.info("fit candidate %r: %s", cand.label, cand.set)
+        model = train.fit_model(r, good, progress)
+        path = train.export_onnx(model, r.tiling.input_size, scratch / cand.label / "model.onnx")
+        inspector = Inspector(r, path)
+        good_scores, _ = scores_and_maps(inspector, val)
+        bad_scores, _ = scores_and_maps(inspector, bad)
+        trials.append(
+            choose.Trial(
+                cand.label,
+                r,
+                choose.separation(good_scores, bad_scores),
+                float(good_scores.max()),
+                time.perf_counter() - t0,
+            )
+        )
+        models[cand.label] = model
+    chosen = choose.pick(trials)
+    text = choose.report(trials, chosen, len(val), len(bad))
+    (workdir / "recipes").mkdir(parents=True, exist_ok=True)
+    (workdir / "recipes" / f"{recipe.id}-fit.md").write_text(text)
+    log.info("chose %r\n%s", chosen.label, text)
+    shutil.rmtree(scratch, ignore_errors=True)
+    return chosen.recipe, models[chosen.label]
 
 
 # generated good parts: to fit the anomaly model on, and (disjoint) to calibrate its
@@ -140,7 +195,11 @@ def build_for(recipe: Recipe, onnx_path: Path, out: Path, target: str) -> Path:
     """The Triton repository for `target`: the recipe's anomaly model, plus DefectNet when
     the working directory holds one."""
     models: list[tuple[ModelSpec, Path, int]] = [
-        (anomaly_spec(recipe.model.name, recipe.tiling.model_input), onnx_path, 1)
+        (
+            anomaly_spec(recipe.model.name, recipe.tiling.model_input, recipe.tiling.input_size),
+            onnx_path,
+            1,
+        )
     ]
     workdir = onnx_path.parents[3]
     d_onnx, d_pt = defects_paths(workdir)

@@ -64,8 +64,9 @@ class LocalFeatures(nn.Module):
 class LocalStatsAnomaly(nn.Module):
     """tiles [B,3,H,W] float16 -> anomaly_map [B,1,H,W] float16, score [B,1] float32."""
 
-    def __init__(self, mean: np.ndarray, inv_cov: np.ndarray) -> None:
+    def __init__(self, mean: np.ndarray, inv_cov: np.ndarray, context: int = 0) -> None:
         super().__init__()
+        self.context = context  # margin cut off the map: the input is the tile's window
         self.features = LocalFeatures()
         self.smooth = _Blur(1.0)
         self.register_buffer("mean", torch.as_tensor(mean, dtype=torch.float32).view(1, -1, 1, 1))
@@ -77,6 +78,9 @@ class LocalStatsAnomaly(nn.Module):
         proj = torch.einsum("ij,bjhw->bihw", self.inv_cov, f)
         d = torch.sqrt(torch.clamp((f * proj).sum(dim=1, keepdim=True), min=0.0))
         amap = self.smooth(d)
+        c = self.context
+        if c:
+            amap = amap[:, :, c : amap.shape[2] - c, c : amap.shape[3] - c]
         score = amap.amax(dim=(2, 3))
         return amap.half(), score
 

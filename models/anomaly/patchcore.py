@@ -8,8 +8,14 @@ covers all of them. At inference the anomaly map is each patch's distance to its
 bank entry, upsampled to the tile and smoothed (sigma 4 px, as in the paper); the tile
 score is the map's maximum. No threshold inside the graph: thresholds live in the recipe.
 
+With a context margin C (recipe tiling.context) the input is the tile's window of
+T + 2C pixels: features are computed over the whole window, so a patch at the tile's
+edge is described by the part around it and not by padding, and the feature map is cut
+to the tile before the nearest-neighbour search (DESIGN.md: worth about 0.04 image AUROC
+against features cut at tile and ROI edges).
+
 Contract (same as every defectflow anomaly model, see models/triton/build.py):
-  tiles [B,3,T,T] float16 (RGB, (x/255 - 0.5) / 0.5)
+  tiles [B,3,T+2C,T+2C] float16 (RGB, (x/255 - 0.5) / 0.5)
   -> anomaly_map [B,1,T,T] float16, score [B,1] float32
 """
 
@@ -23,32 +29,53 @@ import torch.nn.functional as F
 from torch import nn
 
 from models.anomaly.local_stats import gauss_kernel
-from models.backbone.lite0 import TAP_STRIDE8, TAP_STRIDE16, lite0_features
+from models.backbone.lite0 import TAP_STRIDE4, TAP_STRIDE8, TAP_STRIDE16, lite0_features
 
-FEATURE_DIM = TAP_STRIDE8.channels + TAP_STRIDE16.channels
 SMOOTH_SIGMA = 4.0
+# stride 8: PatchCore's mid-level pair; stride 4 adds the stage-2 block for defects a few
+# pixels wide (a stride-8 patch averages them away with 60 px of texture around them)
+TAPS = {8: (TAP_STRIDE8, TAP_STRIDE16), 4: (TAP_STRIDE4, TAP_STRIDE8, TAP_STRIDE16)}
+
+
+def feature_dim(stride: int = 8) -> int:
+    return sum(t.channels for t in TAPS[stride])
 
 
 class PatchFeatures(nn.Module):
-    """tiles [B,3,T,T] -> patch descriptors [B,152,T/8,T/8] (float32)."""
+    """windows [B,3,T+2C,T+2C] -> patch descriptors of the tile [B,D,T/s,T/s] (float32),
+    s = 8 (D = 152) or 4 (D = 176)."""
 
-    def __init__(self) -> None:
+    def __init__(self, context: int = 0, stride: int = 8) -> None:
         super().__init__()
-        self.backbone = lite0_features((TAP_STRIDE8, TAP_STRIDE16))
+        if stride not in TAPS:
+            raise ValueError(f"feature stride {stride} is not one of {sorted(TAPS)}")
+        if context % TAP_STRIDE16.stride:
+            raise ValueError(f"context {context} must be a multiple of {TAP_STRIDE16.stride}")
+        self.backbone = lite0_features(TAPS[stride])
+        self.cut = context // stride
 
     def forward(self, tiles: torch.Tensor) -> torch.Tensor:
-        f8, f16 = self.backbone(tiles.float())
-        f8 = F.avg_pool2d(f8, 3, stride=1, padding=1, count_include_pad=False)
-        f16 = F.avg_pool2d(f16, 3, stride=1, padding=1, count_include_pad=False)
-        f16 = F.interpolate(f16, size=f8.shape[-2:], mode="bilinear", align_corners=False)
-        return torch.cat([f8, f16], dim=1)
+        maps = self.backbone(tiles.float())
+        size = maps[0].shape[-2:]
+        pooled = []
+        for m in maps:
+            m = F.avg_pool2d(m, 3, stride=1, padding=1, count_include_pad=False)
+            if m.shape[-2:] != size:
+                m = F.interpolate(m, size=size, mode="bilinear", align_corners=False)
+            pooled.append(m)
+        f = torch.cat(pooled, dim=1)
+        if self.cut:
+            f = f[:, :, self.cut : f.shape[2] - self.cut, self.cut : f.shape[3] - self.cut]
+        return f
 
 
 class PatchCore(nn.Module):
-    def __init__(self, bank: torch.Tensor, tile: int) -> None:
+    def __init__(self, bank: torch.Tensor, tile: int, context: int = 0, stride: int = 8) -> None:
         super().__init__()
-        self.features = PatchFeatures()
+        self.features = PatchFeatures(context, stride)
         self.tile = tile
+        self.context = context
+        self.stride = stride
         self.register_buffer("bank", bank.float().contiguous())  # [M, D]
         self.register_buffer("bank_sq", (bank.float() ** 2).sum(1).view(1, 1, -1))
         k = gauss_kernel(SMOOTH_SIGMA)
@@ -70,9 +97,11 @@ class PatchCore(nn.Module):
 
 
 @torch.no_grad()
-def patch_descriptors(tiles: np.ndarray, batch: int = 32) -> torch.Tensor:
-    """All patch descriptors [N*h*w, 152] of good tiles [N,3,T,T]."""
-    feats = PatchFeatures().eval()
+def patch_descriptors(
+    tiles: np.ndarray, context: int = 0, stride: int = 8, batch: int = 32
+) -> torch.Tensor:
+    """All patch descriptors [N*h*w, D] of good tiles' windows [N,3,T+2C,T+2C]."""
+    feats = PatchFeatures(context, stride).eval()
     out = []
     for i in range(0, len(tiles), batch):
         f = feats(torch.as_tensor(tiles[i : i + batch]))
@@ -110,15 +139,18 @@ def greedy_coreset(
 def fit_patchcore(
     good_tiles: np.ndarray,
     tile: int,
+    context: int = 0,
+    stride: int = 8,
     bank_size: int = 4096,
     max_patches: int = 200_000,
     seed: int = 0,
     progress: Callable[[int, int], None] | None = None,
 ) -> PatchCore:
-    """Memory bank from good tiles [N,3,T,T] (float16, normalised like the recipe says)."""
-    desc = patch_descriptors(good_tiles)
+    """Memory bank from good tiles' windows [N,3,T+2C,T+2C] (float16, normalised like the
+    recipe says)."""
+    desc = patch_descriptors(good_tiles, context, stride)
     if len(desc) > max_patches:  # bound memory and time on small machines
         gen = torch.Generator().manual_seed(seed)
         desc = desc[torch.randperm(len(desc), generator=gen)[:max_patches]]
     idx = greedy_coreset(desc, bank_size, seed=seed, progress=progress)
-    return PatchCore(desc[idx], tile).eval()
+    return PatchCore(desc[idx], tile, context, stride).eval()

@@ -40,7 +40,8 @@ class Tap:
     channels: int
 
 
-# last block of stage 3 (stride 8) and of stage 5 (stride 16)
+# last block of stage 2 (stride 4), of stage 3 (stride 8) and of stage 5 (stride 16)
+TAP_STRIDE4 = Tap(block=2, stride=4, channels=24)
 TAP_STRIDE8 = Tap(block=4, stride=8, channels=40)
 TAP_STRIDE16 = Tap(block=10, stride=16, channels=112)
 

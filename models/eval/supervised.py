@@ -6,11 +6,11 @@ from pathlib import Path
 
 import numpy as np
 
-from models.anomaly.train import OnnxRunner
 from models.data.mvtec import load_family, read_image, split
 from models.eval import metrics
 from services.common import decoders
 from services.common.domain import Rect
+from services.offline.runner import OnnxRunner
 from services.postprocess.logic import merge_tile_boxes
 from services.tiling.logic import preprocess, tile_grid
 

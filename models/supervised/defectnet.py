@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from models.anomaly.patchcore import FEATURE_DIM, PatchFeatures
+from models.anomaly.patchcore import PatchFeatures, feature_dim
 
 STRIDE = 8
 NECK = 96
@@ -32,7 +32,7 @@ class Heads(nn.Module):
         super().__init__()
         self.n_classes = n_classes
         self.neck = nn.Sequential(
-            nn.Conv2d(FEATURE_DIM, NECK, 3, padding=1),
+            nn.Conv2d(feature_dim(), NECK, 3, padding=1),
             nn.BatchNorm2d(NECK),
             nn.ReLU(inplace=True),
             nn.Conv2d(NECK, NECK, 3, padding=1),

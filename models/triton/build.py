@@ -38,10 +38,13 @@ class ModelSpec:
     extra_parameters: dict[str, str] = field(default_factory=dict)
 
 
-def anomaly_spec(name: str, tile: int) -> ModelSpec:
+def anomaly_spec(name: str, tile: int, input_size: int = 0) -> ModelSpec:
+    """A tile's window of `input_size` px (tile + 2 x context; default: the tile) in, the
+    tile's map out."""
+    size = input_size or tile
     return ModelSpec(
         name=name,
-        inputs=(TensorSpec("tiles", "FP16", (3, tile, tile)),),
+        inputs=(TensorSpec("tiles", "FP16", (3, size, size)),),
         outputs=(
             TensorSpec("anomaly_map", "FP16", (1, tile, tile)),
             TensorSpec("score", "FP32", (1,)),
@@ -66,7 +69,13 @@ def defects_spec(name: str, tile: int, n_classes: int, stride: int = 8) -> Model
 def reference_specs() -> list[ModelSpec]:
     """The reference models as shipped (templates in models/recipes, DefectNet's 7 classes):
     their GPU configs are checked in under models/repository/ as the readable contract."""
-    return [anomaly_spec("anomaly_brushed_metal", 128), defects_spec("defects", 128, 7)]
+    from services.common.recipes import load_recipe
+
+    template = Path(__file__).resolve().parents[1] / "recipes" / "brushed-metal.yaml"
+    recipe = load_recipe(template)
+    t = recipe.tiling
+    anomaly = anomaly_spec(recipe.model.name, t.model_input, t.input_size)
+    return [anomaly, defects_spec("defects", 128, 7)]
 
 
 def render_config(spec: ModelSpec, target: str) -> str:

@@ -44,7 +44,7 @@ from services.bench.logic import (
 from services.bench.triton_load import TritonResult, drive, preferred_batch
 from services.inference.config import InferenceSettings
 from services.localstack.stack import LocalStack
-from services.tiling.logic import preprocess, tile_grid
+from services.tiling.logic import recipe_tiles
 
 log = logging.getLogger("defectflow.bench")
 
@@ -148,19 +148,11 @@ def sample_tiles(stack: LocalStack, n_frames: int = 2) -> np.ndarray:
     from models.synth.parts import render_part
 
     recipe = stack.prepare_models().recipe
-    t = recipe.tiling
     out = []
     for seed in range(n_frames):
         img = render_part("brushed_metal", 50_000 + seed, (512, 512))[0]
-        rects = tile_grid(_whole(img), t.tile_size, t.overlap)
-        out.append(preprocess(img, rects, t.model_input, t.mean, t.std))
+        out.append(recipe_tiles(img, recipe)[1])
     return np.concatenate(out)
-
-
-def _whole(img: np.ndarray):
-    from services.common.domain import Rect
-
-    return Rect(0, 0, img.shape[1], img.shape[0])
 
 
 class Bench:

@@ -133,6 +133,9 @@ def fit(
     val: Path = typer.Option(
         None, help="held-out good images for calibration; default: every 4th image of --good"
     ),
+    defects: Path = typer.Option(
+        None, help="optional folder of defective images; helps choose among candidate settings"
+    ),
     family: str = typer.Option("brushed_metal", help="generated part family when no --good"),
     workdir: Path = typer.Option(Path("var/up")),
     target: str = typer.Option("cpu", help="Triton repository target: cpu or gpu"),
@@ -158,8 +161,14 @@ def fit(
             )
         train_imgs = [_read(p) for p in train_paths]
         val_imgs = [_read(p) for p in val_paths]
+    defect_imgs = [_read(p) for p in images_under(defects)] if defects else []
     with progress_bar("coreset") as update:
-        calibrated = fit_from_images(template, train_imgs, val_imgs, workdir, update)
+        calibrated = fit_from_images(
+            template, train_imgs, val_imgs, workdir, update, defects=defect_imgs
+        )
+    choice = workdir / "recipes" / f"{calibrated.id}-fit.md"
+    if template.fit.candidates and choice.exists():
+        typer.echo(choice.read_text())
     onnx_path, _, recipe_path = model_paths(workdir, calibrated)
     repository = build_for(calibrated, onnx_path, workdir / "repository" / target, target)
     th = calibrated.thresholds

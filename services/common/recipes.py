@@ -27,12 +27,29 @@ class Tiling(BaseModel):
     tile_size: int = Field(gt=0, description="tile edge in frame pixels")
     overlap: int = Field(ge=0, description="overlap between neighbouring tiles in frame pixels")
     model_input: int = Field(gt=0, description="tile edge the model takes; tiles are resized to it")
+    context: int = Field(
+        0,
+        ge=0,
+        multiple_of=16,
+        description="model-input pixels of real image the model sees beyond each tile edge; "
+        "its features keep their context and the model cuts the margin off its map",
+    )
     mean: tuple[float, float, float] = (0.0, 0.0, 0.0)
     std: tuple[float, float, float] = (1.0, 1.0, 1.0)
     stitch: str = Field("max", pattern="^(max|mean)$")
     chunk_bytes: int = Field(
         512 * 1024, gt=0, le=900 * 1024, description="byte budget of one tiles message"
     )
+
+    @property
+    def input_size(self) -> int:
+        """Edge of the model's input: the tile plus its context margin on both sides."""
+        return self.model_input + 2 * self.context
+
+    @property
+    def context_px(self) -> int:
+        """The context margin in frame pixels."""
+        return round(self.context * self.tile_size / self.model_input)
 
     @model_validator(mode="after")
     def _overlap_below_tile(self) -> Tiling:
@@ -41,6 +58,22 @@ class Tiling(BaseModel):
                 f"overlap {self.overlap} must be smaller than tile_size {self.tile_size}"
             )
         return self
+
+
+class Preprocess(BaseModel):
+    """Frame conditioning before tiling, identical in fit, calibration, the tiling service
+    and offline inspection (services/tiling/logic.condition)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    illumination: str = Field(
+        "none",
+        pattern="^(none|flat_field)$",
+        description="flat_field: each colour channel divided by a smooth surface fitted to it "
+        "inside the ROI (removes gain, gradients, vignetting and colour-gain drift)",
+    )
+    level: tuple[float, float, float] | None = Field(
+        None, description="flat_field: B, G, R level the channels are scaled to (fit sets it)"
+    )
 
 
 class ModelRef(BaseModel):
@@ -73,13 +106,44 @@ class DefectClass(BaseModel):
     min_area_mm2: float = Field(0.0, ge=0)
 
 
+class Candidate(BaseModel):
+    """Settings `defectflow fit` tries: dotted recipe fields and their values, e.g.
+    {"fit.stride": 4} or {"preprocess.illumination": "none"}."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    label: str
+    set: dict[str, int | float | str | bool] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _known_fields(self) -> Candidate:
+        for key in self.set:
+            section, _, name = key.partition(".")
+            model = {"tiling": Tiling, "preprocess": Preprocess, "fit": Fit}.get(section)
+            if model is None or name not in model.model_fields or name == "candidates":
+                raise ValueError(
+                    f"candidate {self.label!r} sets {key!r}; candidates set tiling.*, "
+                    "preprocess.* or fit.* fields"
+                )
+        return self
+
+
 class Fit(BaseModel):
     """How `defectflow fit` builds the anomaly model from good parts."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
     arch: str = Field("patchcore_lite0", pattern="^(patchcore_lite0|local_stats)$")
     bank_size: int = Field(2048, gt=0, description="PatchCore memory bank (coreset) size")
+    stride: int = Field(8, description="PatchCore feature stride: 8, or 4 for thin defects")
+    augment: int = Field(
+        0, ge=0, le=8, description="copies of each good image with line nuisance added"
+    )
     seed: int = 0
+
+    @model_validator(mode="after")
+    def _known_stride(self) -> Fit:
+        if self.stride not in (4, 8):
+            raise ValueError(f"fit.stride {self.stride} must be 4 or 8")
+        return self
 
 
 class Thresholds(BaseModel):
@@ -107,6 +171,7 @@ class Recipe(BaseModel):
     pixel_pitch_mm: float = Field(0.1, gt=0)
     max_image_pixels: int = Field(64_000_000, gt=0)
     tiling: Tiling
+    preprocess: Preprocess = Preprocess()
     model: ModelRef
     fit: Fit = Fit()
     detector: Detector | None = None
@@ -129,6 +194,18 @@ class Recipe(BaseModel):
 
 class RecipeError(ValueError):
     pass
+
+
+def with_settings(recipe: Recipe, settings: dict) -> Recipe:
+    """The recipe with dotted fields replaced (a candidate's settings), validated."""
+    data = recipe.model_dump(mode="json")
+    for key, value in settings.items():
+        section, _, name = key.partition(".")
+        data[section][name] = value
+    try:
+        return Recipe.model_validate(data)
+    except ValidationError as exc:
+        raise RecipeError(f"settings {settings} make recipe {recipe.id!r} invalid: {exc}") from exc
 
 
 def load_recipe(path: Path) -> Recipe:

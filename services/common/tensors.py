@@ -37,3 +37,10 @@ def from_tensor(t: common_pb2.Tensor, expect_shape: tuple[int, ...] | None = Non
     if expect_shape is not None and shape != expect_shape:
         raise BadInput("bad_tensor", f"tensor shape {shape}, expected {expect_shape}")
     return np.frombuffer(t.data, dtype).reshape(shape)
+
+
+def tile_core(windows: np.ndarray, size: int) -> np.ndarray:
+    """The central size x size pixels of model inputs [N,C,S,S]: the tiles without their
+    context margin, for models that take the tile alone (detectors)."""
+    c = (windows.shape[-1] - size) // 2
+    return windows[..., c : c + size, c : c + size] if c else windows

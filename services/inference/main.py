@@ -30,7 +30,7 @@ from services.common.errors import BadInput, Transient, about_frame
 from services.common.logs import setup_logging
 from services.common.recipes import RecipeBook
 from services.common.stage import Handled, Output, dead_letter, run_stage
-from services.common.tensors import from_tensor, to_tensor
+from services.common.tensors import from_tensor, tile_core, to_tensor
 from services.inference.adapters.triton import TritonModels
 from services.inference.config import InferenceSettings
 from services.inference.logic import batch_slices, check_outputs
@@ -124,7 +124,7 @@ class InferenceHandler:
         chunk = decode(tiles_pb2.TileChunk, record.value)
         with about_frame(chunk.context.frame_id):
             recipe = self.recipes.require(chunk.context.recipe_id, chunk.context.recipe_version)
-            s = recipe.tiling.model_input
+            s = recipe.tiling.input_size
             pixels = [from_tensor(t.pixels, (3, s, s)) for t in chunk.tiles]
             if not pixels:
                 raise BadInput("bad_tensor", "tile chunk without tiles")
@@ -217,6 +217,7 @@ class InferenceHandler:
         """Per tile, the boxes of its recipe's detector (empty where the recipe has none).
         Tiles of recipes that share a detector go to Triton in the same batches."""
         per_tile: list[list] = [[] for _ in range(len(tiles))]
+        tiles = tile_core(tiles, size)  # a detector takes the tile, not its context window
         groups: dict[tuple, list[int]] = defaultdict(list)
         start = 0
         for _, _, recipe, pixels in items:

@@ -22,11 +22,13 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from models.anomaly.train import OnnxRunner, recipe_tiles
 from services.common import decoders
 from services.common.domain import Decision
 from services.common.recipes import Recipe, load_recipe
+from services.common.tensors import tile_core
+from services.offline.runner import OnnxRunner
 from services.postprocess.logic import assess
+from services.tiling.logic import recipe_tiles
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 SKIP_FOLDERS = {"ground_truth"}  # MVTec masks are not parts to inspect
@@ -99,10 +101,10 @@ class Inspector:
         if self.detector is None or self.recipe.detector is None:
             return []
         d = self.recipe.detector
-        per_tile = decoders.detector_boxes(
-            self.detector.run(tiles), d.decoder, d.score_min, len(rects)
-        )
         size = self.recipe.tiling.model_input
+        per_tile = decoders.detector_boxes(
+            self.detector.run(tile_core(tiles, size)), d.decoder, d.score_min, len(rects)
+        )
         return [
             (r, decoders.scale(b, r.width / size, r.height / size))
             for r, boxes in zip(rects, per_tile, strict=True)

@@ -1,7 +1,15 @@
-"""Tiling: cut a frame's ROI into overlapping tiles and preprocess them once.
+"""Tiling: condition a frame, cut its ROI into overlapping tiles and preprocess them once.
 
 The last row and column are aligned to the ROI border (shifted back, so they
-overlap more) instead of padded, so every model input is real pixels.
+overlap more) instead of padded, so every model input is real pixels. With a
+context margin each tile's model input is its window: the tile grown by the margin
+on every side, real pixels beyond the tile and beyond the ROI, so features at a tile
+or ROI edge see the part and not padding (only where a window leaves the frame itself
+is the frame mirrored). The model cuts the margin off its map.
+
+`recipe_tiles` is the one frame -> tiles function of fit, calibration and offline
+inspection; the tiling service runs the same steps with a table-driven normalisation
+(services/tiling/main.py, bit-identical, tested).
 """
 
 from __future__ import annotations
@@ -12,6 +20,11 @@ import cv2
 import numpy as np
 
 from services.common.domain import Rect, TileRect
+from services.common.recipes import Preprocess, Recipe
+
+# flat field: the ROI is averaged down to this grid before the surface is fitted
+FLAT_GRID = 32
+FLAT_LEVEL = 128.0  # channel level when the recipe records none
 
 
 def axis_starts(length: int, tile: int, overlap: int) -> list[int]:
@@ -56,6 +69,113 @@ def clip_roi(roi: Rect | None, width: int, height: int) -> Rect:
     return clipped
 
 
+def recipe_roi(recipe: Recipe, width: int, height: int) -> Rect:
+    r = recipe.roi
+    return clip_roi(Rect(r.x, r.y, r.width, r.height) if r else None, width, height)
+
+
+def plan_tiles(recipe: Recipe, width: int, height: int) -> tuple[Rect, list[TileRect]]:
+    """The ROI of a width x height frame and its tiles, as the recipe says."""
+    roi = recipe_roi(recipe, width, height)
+    return roi, tile_grid(roi, recipe.tiling.tile_size, recipe.tiling.overlap)
+
+
+def windows(rects: list[TileRect], margin: int) -> list[TileRect]:
+    """Each tile grown by `margin` frame pixels on every side (may leave the frame)."""
+    if margin == 0:
+        return rects
+    return [
+        TileRect(r.x - margin, r.y - margin, r.width + 2 * margin, r.height + 2 * margin, r.index)
+        for r in rects
+    ]
+
+
+def inside_frame(image: np.ndarray, rects: list[TileRect]) -> tuple[np.ndarray, list[TileRect]]:
+    """The image mirrored outward as far as any rect leaves it, and the rects moved to match
+    (unchanged when every rect lies inside)."""
+    h, w = image.shape[:2]
+    left = max(0, -min(r.x for r in rects))
+    top = max(0, -min(r.y for r in rects))
+    right = max(0, max(r.x1 for r in rects) - w)
+    bottom = max(0, max(r.y1 for r in rects) - h)
+    if not (left or top or right or bottom):
+        return image, rects
+    padded = cv2.copyMakeBorder(image, top, bottom, left, right, cv2.BORDER_REFLECT_101)
+    moved = [TileRect(r.x + left, r.y + top, r.width, r.height, r.index) for r in rects]
+    return padded, moved
+
+
+def _quadratic_terms(xs: np.ndarray, ys: np.ndarray) -> np.ndarray:
+    return np.stack([np.ones_like(xs), xs, ys, xs * xs, xs * ys, ys * ys], axis=-1)
+
+
+def flat_field_surface(image: np.ndarray, roi: Rect) -> np.ndarray:
+    """Per channel, a quadratic surface (6 terms) least-squares fitted to the ROI averaged
+    down to a FLAT_GRID grid, with one refit that ignores cells far from the first fit (a
+    large defect must not bend the surface). Returns the coefficients [6, C] in the ROI's
+    coordinates scaled to [-1, 1]."""
+    area = image[roi.y : roi.y1, roi.x : roi.x1].astype(np.float32)
+    if area.ndim == 2:
+        area = area[:, :, None]
+    g = min(FLAT_GRID, roi.width, roi.height)
+    small = cv2.resize(area, (g, g), interpolation=cv2.INTER_AREA).reshape(g * g, -1)
+    centres = (np.arange(g, dtype=np.float32) + 0.5) / g * 2.0 - 1.0
+    ys, xs = np.meshgrid(centres, centres, indexing="ij")
+    a = _quadratic_terms(xs.ravel(), ys.ravel())
+    coef = np.linalg.lstsq(a, small, rcond=None)[0]
+    resid = np.abs(small - a @ coef).max(axis=1)
+    keep = resid <= 3.0 * max(float(np.median(resid)) * 1.4826, 1e-3)
+    if keep.sum() >= 12:
+        coef = np.linalg.lstsq(a[keep], small[keep], rcond=None)[0]
+    return coef.astype(np.float32)
+
+
+def condition(image: np.ndarray, recipe: Recipe) -> np.ndarray:
+    """The frame as the models see it, before tiling: uint8, same shape. flat_field divides
+    each channel by its smooth surface (fitted inside the ROI, extended over the frame) and
+    scales it to the recipe's level, so gain, gradients, vignetting and colour-gain drift
+    leave the part's own texture and defects unchanged."""
+    p: Preprocess = recipe.preprocess
+    if p.illumination == "none":
+        return image
+    h, w = image.shape[:2]
+    roi = recipe_roi(recipe, w, h)
+    coef = flat_field_surface(image, roi)
+    # surface over the whole frame in the ROI's normalised coordinates, at 1/8 resolution
+    sh, sw = max(2, h // 8), max(2, w // 8)
+    xs = ((np.arange(sw, dtype=np.float32) + 0.5) * w / sw - roi.x) / roi.width * 2.0 - 1.0
+    ys = ((np.arange(sh, dtype=np.float32) + 0.5) * h / sh - roi.y) / roi.height * 2.0 - 1.0
+    yy, xx = np.meshgrid(ys, xs, indexing="ij")
+    surface = _quadratic_terms(xx, yy) @ coef  # [sh, sw, C]
+    channels = coef.shape[1]
+    level = np.asarray(p.level if p.level else (FLAT_LEVEL,) * 3, np.float32)[:channels]
+    gain = level / np.maximum(surface, 1.0)
+    gain = cv2.resize(gain, (w, h), interpolation=cv2.INTER_LINEAR).reshape(h, w, channels)
+    out = image.astype(np.float32).reshape(h, w, channels) * gain
+    return np.clip(out + 0.5, 0, 255).astype(np.uint8).reshape(image.shape)
+
+
+def channel_level(image: np.ndarray, recipe: Recipe) -> tuple[float, float, float]:
+    """Mean B, G, R of the ROI's flat-field surface: what `fit` records as the level."""
+    h, w = image.shape[:2]
+    coef = flat_field_surface(image, recipe_roi(recipe, w, h))
+    g = np.linspace(-1.0, 1.0, 9, dtype=np.float32)
+    yy, xx = np.meshgrid(g, g, indexing="ij")
+    means = (_quadratic_terms(xx.ravel(), yy.ravel()) @ coef).mean(axis=0)
+    if means.size == 1:
+        means = np.repeat(means, 3)
+    return (float(means[0]), float(means[1]), float(means[2]))
+
+
+def recipe_tiles(image: np.ndarray, recipe: Recipe) -> tuple[list[TileRect], np.ndarray]:
+    """Frame -> (tiles, model inputs [N,3,S,S] float16), S = the recipe's input size."""
+    image = condition(image, recipe)
+    _, rects = plan_tiles(recipe, image.shape[1], image.shape[0])
+    t = recipe.tiling
+    tiles = preprocess(image, windows(rects, t.context_px), t.input_size, t.mean, t.std)
+    return rects, tiles
+
+
 def preprocess(
     image: np.ndarray,
     rects: list[TileRect],
@@ -63,9 +183,12 @@ def preprocess(
     mean: tuple[float, float, float],
     std: tuple[float, float, float],
 ) -> np.ndarray:
-    """Crop, resize and normalise tiles into one float16 NCHW array (RGB channel order)."""
+    """Crop, resize and normalise tiles into one float16 NCHW array (RGB channel order);
+    rects that leave the frame see it mirrored."""
     if image.ndim == 2:
         image = cv2.cvtColor(image, cv2.COLOR_GRAY2BGR)
+    if rects:
+        image, rects = inside_frame(image, rects)
     out = np.empty((len(rects), 3, model_input, model_input), np.float16)
     scale = np.float32(1.0 / 255.0) / np.asarray(std, np.float32)
     shift = np.asarray(mean, np.float32) / np.asarray(std, np.float32)

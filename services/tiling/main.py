@@ -14,7 +14,7 @@ from kafka.consumer.fetcher import ConsumerRecord
 from services.common import topics
 from services.common.blobstore import LocalBlobStore
 from services.common.codec import decode, stamp
-from services.common.domain import Rect, TileRect
+from services.common.domain import TileRect
 from services.common.errors import BadInput, about_frame
 from services.common.images import decode_image
 from services.common.logs import setup_logging
@@ -22,7 +22,14 @@ from services.common.recipes import RecipeBook, Tiling
 from services.common.stage import Handled, Output, StatelessHandler, dead_letter, run_stage
 from services.common.tensors import to_tensor
 from services.tiling.config import TilingSettings
-from services.tiling.logic import chunk_ranges, clip_roi, preprocess, tile_grid
+from services.tiling.logic import (
+    chunk_ranges,
+    condition,
+    inside_frame,
+    plan_tiles,
+    preprocess,
+    windows,
+)
 
 
 @lru_cache(maxsize=16)
@@ -40,7 +47,7 @@ def preprocess_tiles(image: np.ndarray, rects: list[TileRect], t: Tiling) -> np.
     through a 256-entry table per channel and tiles are sliced out of it, instead of every
     (overlapping) tile being converted in float32. Tiles that need resizing, and images
     that are not 8-bit mono or BGR, take logic.preprocess itself."""
-    s = t.model_input
+    s = t.input_size
     mono = image.ndim == 2
     if (
         image.dtype != np.uint8
@@ -52,6 +59,7 @@ def preprocess_tiles(image: np.ndarray, rects: list[TileRect], t: Tiling) -> np.
     out = np.empty((len(rects), 3, s, s), np.float16)
     if not rects:
         return out
+    image, rects = inside_frame(image, rects)
     x0, y0 = min(r.x for r in rects), min(r.y for r in rects)  # only the tiles' extent
     x1, y1 = max(r.x1 for r in rects), max(r.y1 for r in rects)
     area = image[y0:y1, x0:x1]
@@ -95,12 +103,10 @@ class TilingHandler(StatelessHandler):
         with about_frame(ctx.frame_id):
             recipe = self.recipes.require(ctx.recipe_id)
             image = self.load_image(ctx.image, recipe.max_image_pixels)
-        h, w = image.shape[:2]
-        r = recipe.roi
-        roi = clip_roi(Rect(r.x, r.y, r.width, r.height) if r else None, w, h)
-        rects = tile_grid(roi, recipe.tiling.tile_size, recipe.tiling.overlap)
+        image = condition(image, recipe)
+        roi, rects = plan_tiles(recipe, image.shape[1], image.shape[0])
         t = recipe.tiling
-        pixels = preprocess_tiles(image, rects, t)
+        pixels = preprocess_tiles(image, windows(rects, t.context_px), t)
         ctx.recipe_version = recipe.version
         chunks = chunk_ranges(len(rects), pixels[0].nbytes, t.chunk_bytes)
         outputs = []

@@ -24,12 +24,11 @@ if __package__ in (None, ""):
 def run(model_pt: Path, batches=(16, 64, 256), seconds: float = 6.0) -> list[dict]:
     import torch
 
-    from models.anomaly.patchcore import PatchCore
+    from models.anomaly.train import load_torch
 
-    state = torch.load(model_pt, map_location="cpu", weights_only=True)
     dev = torch.device("cuda")
-    model = PatchCore(state["bank"], int(state["tile"])).eval().to(dev)
-    tile = int(state["tile"])
+    model = load_torch(model_pt).to(dev)
+    tile = model.tile + 2 * model.context  # the tile's window
     rng = np.random.default_rng(0)
     out = []
     for autocast in (False, True):

@@ -8,6 +8,8 @@ import tritonclient.grpc as grpcclient
 from models.anomaly import train
 from models.synth.parts import render_part
 from services.inference.adapters.triton import TritonModels
+from services.offline.runner import OnnxRunner
+from services.tiling.logic import recipe_tiles
 
 pytestmark = pytest.mark.integration
 
@@ -19,9 +21,9 @@ TOL = 0.05
 def test_torch_onnxruntime_and_triton_agree(prepared, triton):
     recipe = prepared.recipe
     image, _ = render_part("brushed_metal", 4242, (512, 512), "scratch")
-    _, tiles = train.recipe_tiles(image, recipe)
+    _, tiles = recipe_tiles(image, recipe)
     tiles = tiles[:16]
-    ort_maps, ort_scores = train.OnnxRunner(prepared.onnx_path)(tiles)
+    ort_maps, ort_scores = OnnxRunner(prepared.onnx_path)(tiles)
     model = train.load_torch(prepared.torch_path)
     with torch.no_grad():
         t_maps, t_scores = model(torch.as_tensor(tiles))
@@ -52,12 +54,12 @@ def test_defectnet_torch_onnxruntime_and_triton_agree(prepared, triton):
 
     onnx_path, pt_path = defects_paths(prepared.onnx_path.parents[3])
     image, _ = render_part("printed_pattern", 77, (512, 512), "hole")
-    _, tiles = train.recipe_tiles(image, prepared.recipe)
+    _, tiles = recipe_tiles(image, prepared.recipe)
     tiles = tiles[:8]
     net = sup.load(pt_path)
     with torch.no_grad():
         t_out = [o.numpy() for o in net(torch.as_tensor(tiles))]
-    ort_out = train.OnnxRunner(onnx_path).run(tiles)
+    ort_out = OnnxRunner(onnx_path).run(tiles)
     client = grpcclient.InferenceServerClient(triton.grpc_url)
     try:
         inp = grpcclient.InferInput("tiles", list(tiles.shape), "FP16")
