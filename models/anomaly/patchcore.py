@@ -51,16 +51,17 @@ class PatchFeatures(nn.Module):
             raise ValueError(f"feature stride {stride} is not one of {sorted(TAPS)}")
         if context % TAP_STRIDE16.stride:
             raise ValueError(f"context {context} must be a multiple of {TAP_STRIDE16.stride}")
-        self.backbone = lite0_features(TAPS[stride])
+        self.taps = TAPS[stride]
+        self.backbone = lite0_features(self.taps)
         self.cut = context // stride
 
     def forward(self, tiles: torch.Tensor) -> torch.Tensor:
         maps = self.backbone(tiles.float())
         size = maps[0].shape[-2:]
         pooled = []
-        for m in maps:
+        for tap, m in zip(self.taps, maps, strict=True):
             m = F.avg_pool2d(m, 3, stride=1, padding=1, count_include_pad=False)
-            if m.shape[-2:] != size:
+            if tap.stride != self.taps[0].stride:
                 m = F.interpolate(m, size=size, mode="bilinear", align_corners=False)
             pooled.append(m)
         f = torch.cat(pooled, dim=1)

@@ -138,6 +138,9 @@ class Fit(BaseModel):
         0, ge=0, le=8, description="copies of each good image with line nuisance added"
     )
     seed: int = 0
+    candidates: tuple[Candidate, ...] = Field(
+        (), description="settings fit tries on held-out parts; the best one is kept"
+    )
 
     @model_validator(mode="after")
     def _known_stride(self) -> Fit:
