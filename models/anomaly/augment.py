@@ -46,3 +46,23 @@ def with_nuisance(images: list[np.ndarray], copies: int, seed: int) -> list[np.n
         for i, img in enumerate(images)
     ]
     return list(images) + extra
+
+
+def photometric_drift(image: np.ndarray, seed: int) -> np.ndarray:
+    """A copy as the same camera sees the part when its focus and sensor noise drift
+    (defocus sigma 0.5-1.5 px, noise sigma 1-3.5): what calibration must still call good.
+    No geometric change, so no mirrored borders reach the model's context."""
+    rng = np.random.default_rng(seed)
+    img = cv2.GaussianBlur(image.astype(np.float32), (0, 0), float(rng.uniform(0.5, 1.5)))
+    img = img + rng.normal(0.0, rng.uniform(1.0, 3.5), img.shape).astype(np.float32)
+    return np.clip(img + 0.5, 0, 255).astype(np.uint8)
+
+
+def with_drift(images: list[np.ndarray], copies: int, seed: int) -> list[np.ndarray]:
+    """The images followed by `copies` photometric-drift copies of each."""
+    extra = [
+        photometric_drift(img, seed * 1_000_003 + c * 10_007 + i)
+        for c in range(copies)
+        for i, img in enumerate(images)
+    ]
+    return list(images) + extra

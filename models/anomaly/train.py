@@ -17,8 +17,8 @@ from models.anomaly.augment import with_nuisance
 from models.anomaly.local_stats import LocalStatsAnomaly, fit_gaussian
 from models.anomaly.patchcore import PatchCore, fit_patchcore
 from models.synth.parts import render_part
-from services.common.recipes import Preprocess, Recipe
-from services.tiling.logic import channel_level, recipe_tiles
+from services.common.recipes import Recipe
+from services.tiling.logic import channel_level, condition, detail_level, recipe_tiles
 
 OPSET = 17
 Progress = Callable[[int, int], None]
@@ -29,14 +29,19 @@ def synth_images(family: str, seeds: Iterable[int], size: tuple[int, int]) -> li
 
 
 def with_level(recipe: Recipe, good: list[np.ndarray]) -> Recipe:
-    """The recipe with its flat-field level set from the good images (unchanged when it
-    normalises no illumination or already records a level)."""
+    """The recipe with the levels its preprocessing scales to (flat-field channel levels,
+    detail contrast) measured on the good images; levels the recipe records are kept."""
     p = recipe.preprocess
-    if p.illumination != "flat_field" or p.level is not None or not good:
+    if not good:
         return recipe
-    level = np.mean([channel_level(img, recipe) for img in good], axis=0)
-    pre = Preprocess(illumination=p.illumination, level=tuple(float(v) for v in level))
-    return recipe.model_copy(update={"preprocess": pre})
+    if p.illumination == "flat_field" and p.level is None:
+        level = np.mean([channel_level(img, recipe) for img in good], axis=0)
+        p = p.model_copy(update={"level": tuple(float(v) for v in level)})
+    if p.contrast and p.contrast_level is None:
+        before = recipe.model_copy(update={"preprocess": p.model_copy(update={"contrast": False})})
+        contrast = np.mean([detail_level(condition(img, before), before) for img in good])
+        p = p.model_copy(update={"contrast_level": float(contrast)})
+    return recipe.model_copy(update={"preprocess": p})
 
 
 def fit_model(

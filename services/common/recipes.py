@@ -74,6 +74,22 @@ class Preprocess(BaseModel):
     level: tuple[float, float, float] | None = Field(
         None, description="flat_field: B, G, R level the channels are scaled to (fit sets it)"
     )
+    contrast: bool = Field(
+        False,
+        description="scale the frame's detail (what a 8 px blur removes) to the contrast "
+        "the good parts had at fit time: defocus and contrast drift then change the "
+        "features less",
+    )
+    contrast_level: float | None = Field(
+        None, gt=0, description="contrast: the detail's standard deviation (fit sets it)"
+    )
+    smooth_sigma: float = Field(
+        0.0,
+        ge=0.0,
+        le=4.0,
+        description="Gaussian blur (px) of every frame: sensor noise and defocus that vary "
+        "along the line then change the features less than a defect does",
+    )
 
 
 class ModelRef(BaseModel):

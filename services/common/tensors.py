@@ -43,4 +43,4 @@ def tile_core(windows: np.ndarray, size: int) -> np.ndarray:
     """The central size x size pixels of model inputs [N,C,S,S]: the tiles without their
     context margin, for models that take the tile alone (detectors)."""
     c = (windows.shape[-1] - size) // 2
-    return windows[..., c : c + size, c : c + size] if c else windows
+    return np.ascontiguousarray(windows[..., c : c + size, c : c + size]) if c else windows

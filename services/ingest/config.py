@@ -2,6 +2,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
 from services.common.config import StageSettings
@@ -30,8 +31,11 @@ class IngestSettings(StageSettings):
     inline_max_bytes: int = 64 * 1024  # larger images go to the blob store (claim check)
     takt_s: float = 0.0  # a part's verdict is due this long after capture; 0 = 1 / fps
     # synthetic cameras only: the lamp of these lines (comma list, empty = all) changes to
-    # `illumination_gain` after `illumination_after` parts (drift monitoring tests, demos)
+    # `illumination_gain` and the lens defocuses by `defocus_sigma` px after
+    # `illumination_after` parts (drift monitoring tests, demos; recipes with flat-field
+    # illumination divide a lamp change out, a defocus they cannot)
     illumination_gain: float = 1.0
+    defocus_sigma: float = Field(0.0, ge=0.0)
     illumination_after: int = 0
     illumination_lines: str = ""
     max_lag_frames: int = 2  # drop policy: skip capture ticks when further behind

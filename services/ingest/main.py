@@ -83,11 +83,11 @@ def build_cameras(s: IngestSettings) -> list[Camera]:
     return cams
 
 
-def _illumination(s: IngestSettings, line: str) -> tuple[float, int]:
+def _illumination(s: IngestSettings, line: str) -> tuple[float, int, float]:
     lines = {x.strip() for x in s.illumination_lines.split(",") if x.strip()}
     if lines and line not in lines:
-        return 1.0, 0
-    return s.illumination_gain, s.illumination_after
+        return 1.0, 0, 0.0
+    return s.illumination_gain, s.illumination_after, s.defocus_sigma
 
 
 def frame_message(

@@ -25,6 +25,7 @@ from services.common.recipes import Preprocess, Recipe
 # flat field: the ROI is averaged down to this grid before the surface is fitted
 FLAT_GRID = 32
 FLAT_LEVEL = 128.0  # channel level when the recipe records none
+DETAIL_SIGMA = 8.0  # px: what this blur removes is the detail that contrast scaling scales
 
 
 def axis_starts(length: int, tile: int, overlap: int) -> list[int]:
@@ -131,13 +132,41 @@ def flat_field_surface(image: np.ndarray, roi: Rect) -> np.ndarray:
 
 
 def condition(image: np.ndarray, recipe: Recipe) -> np.ndarray:
-    """The frame as the models see it, before tiling: uint8, same shape. flat_field divides
-    each channel by its smooth surface (fitted inside the ROI, extended over the frame) and
-    scales it to the recipe's level, so gain, gradients, vignetting and colour-gain drift
-    leave the part's own texture and defects unchanged."""
+    """The frame as the models see it, before tiling: uint8, same shape. In order, each
+    step where the recipe asks for it: a Gaussian blur (sensor noise), the flat field
+    (gain, gradients, vignetting, colour-gain drift), the detail contrast (defocus,
+    contrast drift); the part's own texture and defects stay."""
     p: Preprocess = recipe.preprocess
-    if p.illumination == "none":
-        return image
+    if p.smooth_sigma > 0:
+        image = cv2.GaussianBlur(image, (0, 0), p.smooth_sigma)
+    if p.illumination != "none":
+        image = flat_field(image, recipe)
+    if p.contrast:
+        image = scale_detail(image, recipe, p.contrast_level or detail_level(image, recipe))
+    return image
+
+
+def detail_level(image: np.ndarray, recipe: Recipe) -> float:
+    """Standard deviation of the frame's detail (the frame minus its 8 px blur) in the ROI."""
+    h, w = image.shape[:2]
+    roi = recipe_roi(recipe, w, h)
+    area = image[roi.y : roi.y1, roi.x : roi.x1].astype(np.float32)
+    return float(max((area - cv2.GaussianBlur(area, (0, 0), DETAIL_SIGMA)).std(), 1e-3))
+
+
+def scale_detail(image: np.ndarray, recipe: Recipe, level: float) -> np.ndarray:
+    """The frame with its detail scaled so that its standard deviation in the ROI is
+    `level`; the smooth part (background, stains, shading) is left as it is."""
+    f = image.astype(np.float32)
+    low = cv2.GaussianBlur(f, (0, 0), DETAIL_SIGMA)
+    gain = level / detail_level(image, recipe)
+    return np.clip(low + (f - low) * gain + 0.5, 0, 255).astype(np.uint8)
+
+
+def flat_field(image: np.ndarray, recipe: Recipe) -> np.ndarray:
+    """Each channel divided by its smooth surface (fitted inside the ROI, extended over the
+    frame) and scaled to the recipe's level."""
+    p = recipe.preprocess
     h, w = image.shape[:2]
     roi = recipe_roi(recipe, w, h)
     coef = flat_field_surface(image, roi)

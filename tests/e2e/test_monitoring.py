@@ -1,9 +1,10 @@
 """The pipeline watched by a real Prometheus: every dashboard query, the latency histogram
-against the database, and score drift when a line's lighting changes.
+against the database, and score drift when a line's camera changes.
 
 One pipeline run serves every check (the run is the expensive part): two lines with one
-synthetic camera each; half-way through, line-1's lamp dims to 60 % (the camera's
-illumination gain), line-2 stays as it was.
+synthetic camera each; half-way through, line-1's lamp dims to 60 % and its lens
+defocuses (the recipe's flat field divides the lamp out, the defocus it cannot), line-2
+stays as it was.
 
 - steady: line-2 over the whole run and line-1 before the change keep the drift gauge
   (KS distance to the calibration scores) below the alert threshold on a full window;
@@ -37,6 +38,7 @@ pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 # 10 % defective parts: the drift window (parts below the NG threshold, 50 of them) fills
 # before the change; the seed fixes which parts are defective
 FPS, FRAMES, CHANGE_AFTER, DIM, DEFECT_RATE = 2.0, 130, 65, 0.6, 0.1
+DEFOCUS = 2.0  # px, Gaussian sigma
 WINDOW = drift.DEFAULT_WINDOW
 # exporters this machine cannot run: their panels must parse but may be empty
 NEEDS_GPU = re.compile(r"DCGM_FI_")
@@ -122,6 +124,7 @@ def _pipeline_run(stack, prom: Prometheus, truth_path, engine) -> dict:
             "defect_rate": str(DEFECT_RATE),
             "ground_truth_path": str(truth_path),
             "illumination_gain": str(DIM),
+            "defocus_sigma": str(DEFOCUS),
             "illumination_after": str(CHANGE_AFTER),
             "illumination_lines": "line-1",
         },
@@ -221,7 +224,7 @@ def test_p99_latency_from_the_histogram_matches_the_database(run):
     assert abs(bucket_index(from_histogram) - bucket_index(own)) <= 1, (from_histogram, own)
 
 
-def test_drift_gauge_stays_low_when_steady_and_the_alert_fires_when_light_changes(run):
+def test_drift_gauge_stays_low_when_steady_and_the_alert_fires_when_the_camera_changes(run):
     prom, rows = run["prom"], run["rows"]
     line1 = sorted((r for r in rows if r.line == "line-1"), key=lambda r: r.part_id)
     last_steady = line1[CHANGE_AFTER - 1].processed_unix_ns / 1e9
@@ -247,7 +250,7 @@ def test_drift_gauge_stays_low_when_steady_and_the_alert_fires_when_light_change
     print(
         f"\ndrift KS on windows >= {drift.ALERT_MIN_WINDOW}: before the change {steady}, run {ks_all}"
     )
-    # line-1 crossed the threshold after the lamp dimmed
+    # line-1 crossed the threshold after its lamp dimmed and its lens defocused
     assert ks_all["line-1"] > drift.KS_ALERT, ks_all
     assert ks_all["line-2"] < drift.KS_ALERT, ks_all
 

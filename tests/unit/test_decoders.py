@@ -9,6 +9,7 @@ from hypothesis import strategies as st
 from services.common.codec import decode
 from services.common.errors import BadInput
 from services.common.images import decode_image, encode_png
+from services.common.recipes import load_recipe
 from services.common.tensors import from_tensor, to_tensor
 
 
@@ -178,6 +179,11 @@ def test_bomb_with_a_forged_header_is_refused_before_any_pixel_is_decoded():
     assert err.value.reason == "image_too_large"
 
 
+# the shipped template's tile map and model input (the tile plus its context margin)
+TEMPLATE = load_recipe(REPO / "models/recipes/brushed-metal.yaml").tiling
+MAP, WINDOW = TEMPLATE.model_input, TEMPLATE.input_size
+
+
 @pytest.fixture
 def recipes(tmp_path):
     shutil.copy(REPO / "models/recipes/brushed-metal.yaml", tmp_path / "brushed-metal.yaml")
@@ -264,7 +270,7 @@ def tile_chunk(frame_id: str, pixels: list[np.ndarray], recipe="brushed-metal") 
         chunks_total=1,
     )
     for i, p in enumerate(pixels):
-        msg.tiles.add(rect=common_pb2.TileRect(index=i, width=128, height=128), pixels=to_tensor(p))
+        msg.tiles.add(rect=common_pb2.TileRect(index=i, width=MAP, height=MAP), pixels=to_tensor(p))
     return msg.SerializeToString()
 
 
@@ -272,9 +278,9 @@ def tile_chunk(frame_id: str, pixels: list[np.ndarray], recipe="brushed-metal") 
     "pixels, recipe, reason",
     [
         ([np.zeros((3, 64, 64), np.float16)], "brushed-metal", "bad_tensor"),  # mis-shaped
-        ([np.zeros((3, 128, 128), np.float32)], "brushed-metal", "bad_tensor"),  # wrong dtype
+        ([np.zeros((3, WINDOW, WINDOW), np.float32)], "brushed-metal", "bad_tensor"),  # dtype
         ([], "brushed-metal", "bad_tensor"),
-        ([np.zeros((3, 128, 128), np.float16)], "nope", "unknown_recipe"),
+        ([np.zeros((3, WINDOW, WINDOW), np.float16)], "nope", "unknown_recipe"),
     ],
 )
 def test_bad_tile_chunks_are_refused_before_triton(recipes, pixels, recipe, reason):
@@ -304,7 +310,7 @@ def test_nan_inf_or_mis_shaped_model_outputs_never_reach_a_verdict(maps, scores)
     assert err.value.reason == "bad_model_output"
 
 
-def prediction_chunk(frame_id: str, index: int, total: int, size: int = 128) -> bytes:
+def prediction_chunk(frame_id: str, index: int, total: int, size: int = MAP) -> bytes:
     from services.common.tensors import to_tensor
 
     msg = predictions_pb2.PredictionChunk(

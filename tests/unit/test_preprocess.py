@@ -154,3 +154,33 @@ def test_pasted_defects_stay_inside_the_roi_and_pick_prefers_the_earlier_on_a_ti
     trials = [Trial("a", r, 0.90, 1, 1), Trial("b", r, 0.904, 1, 1), Trial("c", r, 0.95, 1, 1)]
     assert pick(trials).label == "c"
     assert pick(trials[:2]).label == "a"  # within 0.005 of the best: the earlier
+
+
+def test_contrast_scaling_undoes_a_defocus_and_keeps_a_stain():
+    import cv2
+
+    from services.tiling.logic import detail_level
+
+    base = texture(seed=5)
+    yy, xx = np.mgrid[0:256, 0:256]
+    stain = ((yy - 128) ** 2 + (xx - 128) ** 2 < 30**2).astype(np.float32) * -25
+    sharp = np.clip(base + stain[:, :, None], 0, 255).astype(np.uint8)
+    soft = cv2.GaussianBlur(sharp, (0, 0), 2.0)  # the lens defocused
+    r = recipe().model_copy(
+        update={
+            "preprocess": Preprocess(contrast=True, contrast_level=detail_level(sharp, recipe()))
+        }
+    )
+    before = detail_level(soft, r) / detail_level(sharp, r)
+    after = detail_level(condition(soft, r), r) / detail_level(condition(sharp, r), r)
+    assert before < 0.8 and abs(after - 1.0) < 0.03
+    # the stain is smooth: scaling the detail leaves its depth
+    depth = lambda img: float(img[100:156, 100:156].mean() - img[:, 200:].mean())  # noqa: E731
+    assert abs(depth(condition(soft, r).astype(float)) - depth(soft.astype(float))) < 2
+
+
+def test_smoothing_lowers_sensor_noise():
+    rng = np.random.default_rng(6)
+    noisy = np.clip(128 + rng.normal(0, 8, (128, 128, 3)), 0, 255).astype(np.uint8)
+    r = recipe().model_copy(update={"preprocess": Preprocess(smooth_sigma=1.5)})
+    assert condition(noisy, r).astype(float).std() < 0.4 * noisy.astype(float).std()

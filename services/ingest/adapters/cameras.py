@@ -41,6 +41,7 @@ class SyntheticCamera:
         size: tuple[int, int],
         gain: float = 1.0,
         gain_after: int = 0,
+        defocus: float = 0.0,
         pool: int = 0,
     ) -> None:
         self.line, self.station, self.name = line, station, name
@@ -49,9 +50,9 @@ class SyntheticCamera:
         self.defect_rate = defect_rate
         self.rng = np.random.default_rng(seed)
         self.seed = seed
-        # the lamp changes after `gain_after` parts: every later image is scaled by `gain`
-        # (the drift the score-drift monitor must see)
-        self.gain, self.gain_after = gain, gain_after
+        # the lamp and lens change after `gain_after` parts: every later image is scaled by
+        # `gain` and blurred by `defocus` px (the drift the score-drift monitor must see)
+        self.gain, self.gain_after, self.defocus = gain, gain_after, defocus
         self.parts = 0
         # pool > 0: render that many parts, then show them again in turn; rendering costs a
         # real camera nothing on the host, so a benchmark's cameras should not pay for it
@@ -87,8 +88,11 @@ class SyntheticCamera:
             }
             if self.pool:
                 self._pooled.append((image, truth))
-        if self.gain != 1.0 and self.parts > self.gain_after:
-            image = np.clip(image.astype(np.float32) * self.gain, 0, 255).astype(np.uint8)
+        if self.parts > self.gain_after:
+            if self.gain != 1.0:
+                image = np.clip(image.astype(np.float32) * self.gain, 0, 255).astype(np.uint8)
+            if self.defocus > 0:
+                image = cv2.GaussianBlur(image, (0, 0), self.defocus)
         return Capture(image, dict(truth))
 
 
