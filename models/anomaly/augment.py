@@ -9,6 +9,8 @@ copy is a pure function of (image, seed).
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import cv2
 import numpy as np
 
@@ -40,12 +42,7 @@ def line_nuisance(image: np.ndarray, seed: int) -> np.ndarray:
 
 def with_nuisance(images: list[np.ndarray], copies: int, seed: int) -> list[np.ndarray]:
     """The images followed by `copies` nuisance copies of each."""
-    extra = [
-        line_nuisance(img, seed * 1_000_003 + c * 10_007 + i)
-        for c in range(copies)
-        for i, img in enumerate(images)
-    ]
-    return list(images) + extra
+    return with_copies(images, copies, seed, line_nuisance)
 
 
 def photometric_drift(image: np.ndarray, seed: int) -> np.ndarray:
@@ -60,8 +57,15 @@ def photometric_drift(image: np.ndarray, seed: int) -> np.ndarray:
 
 def with_drift(images: list[np.ndarray], copies: int, seed: int) -> list[np.ndarray]:
     """The images followed by `copies` photometric-drift copies of each."""
+    return with_copies(images, copies, seed, photometric_drift)
+
+
+def with_copies(
+    images: list[np.ndarray], copies: int, seed: int, make: Callable[[np.ndarray, int], np.ndarray]
+) -> list[np.ndarray]:
+    """The images followed by `copies` copies of each made by `make(image, seed)`."""
     extra = [
-        photometric_drift(img, seed * 1_000_003 + c * 10_007 + i)
+        make(img, seed * 1_000_003 + c * 10_007 + i)
         for c in range(copies)
         for i, img in enumerate(images)
     ]

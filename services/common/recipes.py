@@ -108,6 +108,12 @@ class Detector(BaseModel):
     decoder: str = Field("defectnet", pattern="^(defectnet|yolo)$")
     version: str = ""
     classes: tuple[str, ...] = Field(min_length=1)
+    input_size: int | None = Field(
+        None,
+        gt=0,
+        description="tile edge the detector takes (DefectNet: 128); tiles are resized to it "
+        "and its boxes scaled back; default: the tile as the anomaly model sees it",
+    )
     score_min: float = Field(0.25, ge=0, le=1, description="boxes below are dropped")
     threshold: float = Field(
         0.6, ge=0, le=1, description="a box at or above this with no anomaly region -> REVIEW"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import cv2
 import numpy as np
 from defectflow.v1 import common_pb2
 
@@ -44,3 +45,16 @@ def tile_core(windows: np.ndarray, size: int) -> np.ndarray:
     context margin, for models that take the tile alone (detectors)."""
     c = (windows.shape[-1] - size) // 2
     return np.ascontiguousarray(windows[..., c : c + size, c : c + size]) if c else windows
+
+
+def resize_tiles(tiles: np.ndarray, size: int) -> np.ndarray:
+    """Model inputs [N,C,S,S] resized to [N,C,size,size] (area interpolation, same dtype),
+    for a model that takes another tile size than the one the recipe cuts."""
+    if tiles.shape[-1] == size and tiles.shape[-2] == size:
+        return tiles
+    out = np.empty((*tiles.shape[:2], size, size), tiles.dtype)
+    for i, t in enumerate(tiles):
+        hwc = np.ascontiguousarray(t.transpose(1, 2, 0), dtype=np.float32)
+        small = cv2.resize(hwc, (size, size), interpolation=cv2.INTER_AREA)
+        out[i] = small.reshape(size, size, -1).transpose(2, 0, 1)
+    return out

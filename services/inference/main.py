@@ -30,7 +30,7 @@ from services.common.errors import BadInput, Transient, about_frame
 from services.common.logs import setup_logging
 from services.common.recipes import RecipeBook
 from services.common.stage import Handled, Output, dead_letter, run_stage
-from services.common.tensors import from_tensor, tile_core, to_tensor
+from services.common.tensors import from_tensor, resize_tiles, tile_core, to_tensor
 from services.inference.adapters.triton import TritonModels
 from services.inference.config import InferenceSettings
 from services.inference.logic import batch_slices, check_outputs
@@ -223,14 +223,15 @@ class InferenceHandler:
         for _, _, recipe, pixels in items:
             d = recipe.detector
             if d is not None:
-                key = (d.name, d.version, d.decoder, d.score_min)
+                key = (d.name, d.version, d.decoder, d.score_min, d.input_size or size)
                 groups[key].extend(range(start, start + len(pixels)))
             start += len(pixels)
         if not groups:
             return None, {}
         served: dict[str, str] = {}
-        for (name, version, decoder, score_min), index in groups.items():
-            sel = tiles[index]
+        for (name, version, decoder, score_min, det_size), index in groups.items():
+            sel = resize_tiles(tiles[index], det_size)
+            back = size / det_size  # boxes in the detector's pixels -> the tile map's
             slices = batch_slices(len(sel), self.models.max_batch(name))
             names = ("detections",) if decoder == "defectnet" else ("output0",)
             results = self.models.infer_outputs(name, version, [sel[s] for s in slices], names)
@@ -243,7 +244,8 @@ class InferenceHandler:
                     found += [err] * n
                 served[name] = v
             for i, boxes in zip(index, found, strict=True):
-                per_tile[i] = boxes
+                scaled = isinstance(boxes, BadInput) or back == 1
+                per_tile[i] = boxes if scaled else [decoders.scale(b, back, back) for b in boxes]
         return per_tile, served
 
 

@@ -25,7 +25,7 @@ import numpy as np
 from services.common import decoders
 from services.common.domain import Decision
 from services.common.recipes import Recipe, load_recipe
-from services.common.tensors import tile_core
+from services.common.tensors import resize_tiles, tile_core
 from services.offline.runner import OnnxRunner
 from services.postprocess.logic import assess
 from services.tiling.logic import recipe_tiles
@@ -101,9 +101,10 @@ class Inspector:
         if self.detector is None or self.recipe.detector is None:
             return []
         d = self.recipe.detector
-        size = self.recipe.tiling.model_input
+        size = d.input_size or self.recipe.tiling.model_input
+        inputs = resize_tiles(tile_core(tiles, self.recipe.tiling.model_input), size)
         per_tile = decoders.detector_boxes(
-            self.detector.run(tile_core(tiles, size)), d.decoder, d.score_min, len(rects)
+            self.detector.run(inputs), d.decoder, d.score_min, len(rects)
         )
         return [
             (r, decoders.scale(b, r.width / size, r.height / size))

@@ -31,12 +31,12 @@ FRAME = 512
 SETTINGS = (
     ("tile 128, no context, stride 8 (before)", 128, 16, 0, 8, 2048),
     ("tile 128, context 32, stride 8", 128, 16, 32, 8, 2048),
-    ("tile 224, context 32, stride 8", 224, 0, 32, 8, 2048),
-    ("tile 224, context 32, stride 4", 224, 0, 32, 4, 2048),
+    ("tile 256, context 32, stride 8 (shipped)", 256, 0, 32, 8, 2048),
+    ("tile 256, context 32, stride 4", 256, 0, 32, 4, 2048),
 )
 
 
-def recipe(tile: int, overlap: int, context: int, illumination: str = "none") -> Recipe:
+def recipe(tile: int, overlap: int, context: int, pre: Preprocess | None = None) -> Recipe:
     return Recipe(
         id="bench",
         version=1,
@@ -49,7 +49,7 @@ def recipe(tile: int, overlap: int, context: int, illumination: str = "none") ->
             mean=(0.5,) * 3,
             std=(0.5,) * 3,
         ),
-        preprocess=Preprocess(illumination=illumination, level=(120.0, 120.0, 120.0)),
+        preprocess=pre or Preprocess(),
         model={"name": "bench"},
         thresholds=Thresholds(pixel=1, image=1, review_low=1),
     )
@@ -66,9 +66,22 @@ def seconds_per_call(fn, repeat: int) -> float:
 def main() -> None:
     image = render_part("woven_fabric", 1, (FRAME, FRAME))[0]
     mpx = FRAME * FRAME / 1e6
-    flat = recipe(128, 16, 0, "flat_field")
-    cond = seconds_per_call(lambda: condition(image, flat), 20)
-    print(json.dumps({"step": "flat_field", "cpu_ms_per_mpx": round(1e3 * cond / mpx, 1)}))
+    steps = {
+        "blur sigma 2": Preprocess(smooth_sigma=2.0),
+        "flat field": Preprocess(illumination="flat_field", level=(120.0,) * 3),
+        "detail contrast": Preprocess(contrast=True, contrast_level=20.0),
+        "all three (shipped)": Preprocess(
+            smooth_sigma=2.0,
+            illumination="flat_field",
+            level=(120.0,) * 3,
+            contrast=True,
+            contrast_level=20.0,
+        ),
+    }
+    for name, pre in steps.items():
+        r = recipe(256, 0, 32, pre)
+        cost = seconds_per_call(lambda r=r: condition(image, r), 20) / mpx
+        print(json.dumps({"conditioning": name, "cpu_ms_per_mpx": round(1e3 * cost, 1)}))
     base = None
     with tempfile.TemporaryDirectory() as tmp:
         for label, tile, overlap, context, stride, bank in SETTINGS:

@@ -8,8 +8,11 @@ import math
 
 import pytest
 
+from models.prepare import DEFAULT_RECIPE
+from services.bench.logic import tiles_per_frame
 from services.bench.report import format_report
 from services.bench.run import BenchConfig, run
+from services.common.recipes import load_recipe
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
@@ -32,7 +35,8 @@ TINY = BenchConfig(
 def test_bench_runs_at_the_smallest_size(stack):
     res = run(stack, TINY)
     print("\n" + format_report(res))
-    assert res.tiles_per_frame == 9  # 256x256 at tile 128, overlap 16
+    t = load_recipe(DEFAULT_RECIPE).tiling
+    assert res.tiles_per_frame == tiles_per_frame(256, 256, t.tile_size, t.overlap)
     assert res.triton is not None and res.triton.requests > 0 and res.triton.tiles_s > 0
     assert res.triton_single is not None and res.triton_single.batch_latency_s["p99"] > 0
     names = [lv.name for lv in res.levels]

@@ -98,7 +98,10 @@ def test_a_recipe_with_a_detector_runs_both_models_through_triton(stack, tmp_pat
 
     base = load_recipe(stack.prepared.recipe_path)
     recipe = base.model_copy(
-        update={"id": "brushed-metal-det", "detector": Detector(classes=DEFECT_TYPES)}
+        update={
+            "id": "brushed-metal-det",
+            "detector": Detector(classes=DEFECT_TYPES, input_size=128),
+        }
     )
     save_recipe(recipe, stack.prepared.recipe_path.parent / "brushed-metal-det.yaml")
     image, _ = render_part("brushed_metal", 99, (512, 512), "hole", "obvious")

@@ -7,7 +7,7 @@ import tritonclient.grpc as grpcclient
 
 from models.anomaly import train
 from models.synth.parts import render_part
-from services.common.tensors import tile_core
+from services.common.tensors import resize_tiles, tile_core
 from services.inference.adapters.triton import TritonModels
 from services.offline.runner import OnnxRunner
 from services.tiling.logic import recipe_tiles
@@ -56,8 +56,8 @@ def test_defectnet_torch_onnxruntime_and_triton_agree(prepared, triton):
     onnx_path, pt_path = defects_paths(prepared.onnx_path.parents[3])
     image, _ = render_part("printed_pattern", 77, (512, 512), "hole")
     _, windows = recipe_tiles(image, prepared.recipe)
-    # DefectNet takes the tile alone, as the inference service sends it
-    tiles = tile_core(windows[:8], prepared.recipe.tiling.model_input)
+    # DefectNet takes the tile alone at its own size, as the inference service sends it
+    tiles = resize_tiles(tile_core(windows[:8], prepared.recipe.tiling.model_input), 128)
     net = sup.load(pt_path)
     with torch.no_grad():
         t_out = [o.numpy() for o in net(torch.as_tensor(tiles))]
