@@ -25,6 +25,8 @@ from services.common.thresholds import MaxNormal
 from services.offline.inspect import Inspector
 
 log = logging.getLogger("defectflow.models")
+# photometric-drift copies of each held-out part that calibration also scores
+CALIBRATION_DRIFT_COPIES = 2
 
 TEMPLATES = Path(__file__).resolve().parent / "recipes"
 DEFAULT_RECIPE = TEMPLATES / "brushed-metal.yaml"
@@ -132,8 +134,6 @@ def choose_settings(
     shutil.rmtree(scratch, ignore_errors=True)
     return chosen.recipe, models[chosen.label]
 
-
-CALIBRATION_DRIFT_COPIES = 2
 
 # generated good parts: to fit the anomaly model on, and (disjoint) to calibrate its
 # thresholds on; the demo, the tests and `defectflow fit` without --good all use these

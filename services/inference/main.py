@@ -217,7 +217,6 @@ class InferenceHandler:
         """Per tile, the boxes of its recipe's detector (empty where the recipe has none).
         Tiles of recipes that share a detector go to Triton in the same batches."""
         per_tile: list[list] = [[] for _ in range(len(tiles))]
-        tiles = tile_core(tiles, size)  # a detector takes the tile, not its context window
         groups: dict[tuple, list[int]] = defaultdict(list)
         start = 0
         for _, _, recipe, pixels in items:
@@ -230,7 +229,8 @@ class InferenceHandler:
             return None, {}
         served: dict[str, str] = {}
         for (name, version, decoder, score_min, det_size), index in groups.items():
-            sel = resize_tiles(tiles[index], det_size)
+            # a detector takes the tile, not its context window, at its own size
+            sel = resize_tiles(tile_core(tiles[index], size), det_size)
             back = size / det_size  # boxes in the detector's pixels -> the tile map's
             slices = batch_slices(len(sel), self.models.max_batch(name))
             names = ("detections",) if decoder == "defectnet" else ("output0",)
@@ -244,8 +244,8 @@ class InferenceHandler:
                     found += [err] * n
                 served[name] = v
             for i, boxes in zip(index, found, strict=True):
-                scaled = isinstance(boxes, BadInput) or back == 1
-                per_tile[i] = boxes if scaled else [decoders.scale(b, back, back) for b in boxes]
+                as_is = isinstance(boxes, BadInput) or back == 1
+                per_tile[i] = boxes if as_is else [decoders.scale(b, back, back) for b in boxes]
         return per_tile, served
 
 
