@@ -76,7 +76,7 @@ def fit_from_images(
         recipe, model = choose_settings(recipe, good, val, defects or [], workdir, progress)
     else:
         log.info("fitting %s (%s) on %d good images", recipe.model.name, recipe.fit.arch, len(good))
-        recipe = train.with_level(recipe, good)
+        recipe = train.with_fitted_preprocess(recipe, good)
         model = train.fit_model(recipe, good, progress)
     train.save_torch(model, torch_path)
     train.export_onnx(model, recipe.tiling.input_size, onnx_path)
@@ -109,7 +109,7 @@ def choose_settings(
     scratch = workdir / "candidates"
     for cand in recipe.fit.candidates:
         t0 = time.perf_counter()
-        r = train.with_level(with_settings(recipe, cand.set), good)
+        r = train.with_fitted_preprocess(with_settings(recipe, cand.set), good)
         log.info("fit candidate %r: %s", cand.label, cand.set)
         model = train.fit_model(r, good, progress)
         path = train.export_onnx(model, r.tiling.input_size, scratch / cand.label / "model.onnx")

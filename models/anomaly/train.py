@@ -17,8 +17,15 @@ from models.anomaly.augment import with_nuisance
 from models.anomaly.local_stats import LocalStatsAnomaly, fit_gaussian
 from models.anomaly.patchcore import PatchCore, fit_patchcore
 from models.synth.parts import render_part
+from services.common import register
 from services.common.recipes import Recipe
-from services.tiling.logic import channel_level, condition, detail_level, recipe_tiles
+from services.tiling.logic import (
+    channel_level,
+    condition,
+    detail_level,
+    recipe_roi,
+    recipe_tiles,
+)
 
 OPSET = 17
 Progress = Callable[[int, int], None]
@@ -28,18 +35,30 @@ def synth_images(family: str, seeds: Iterable[int], size: tuple[int, int]) -> li
     return [render_part(family, s, size)[0] for s in seeds]
 
 
-def with_level(recipe: Recipe, good: list[np.ndarray]) -> Recipe:
-    """The recipe with the levels its preprocessing scales to (flat-field channel levels,
-    detail contrast) measured on the good images; levels the recipe records are kept."""
+def with_fitted_preprocess(recipe: Recipe, good: list[np.ndarray]) -> Recipe:
+    """The recipe with what its preprocessing needs from the good images: the flat-field
+    channel levels, the registration reference, the detail contrast (in the order
+    `condition` applies them); what the recipe already records is kept."""
     p = recipe.preprocess
     if not good:
         return recipe
+
+    def upto(**off) -> Recipe:  # the recipe with the later steps switched off
+        return recipe.model_copy(update={"preprocess": p.model_copy(update=off)})
+
     if p.illumination == "flat_field" and p.level is None:
         level = np.mean([channel_level(img, recipe) for img in good], axis=0)
         p = p.model_copy(update={"level": tuple(float(v) for v in level)})
+    reg = p.registration
+    if reg is not None and reg.reference is None:
+        before = upto(registration=None, contrast=False)
+        flat = [condition(img, before).image for img in good]
+        roi = recipe_roi(before, good[0].shape[1], good[0].shape[0])
+        reg = reg.model_copy(update={"reference": register.fit_reference(flat, roi, reg)})
+        p = p.model_copy(update={"registration": reg})
     if p.contrast and p.contrast_level is None:
-        before = recipe.model_copy(update={"preprocess": p.model_copy(update={"contrast": False})})
-        contrast = np.mean([detail_level(condition(img, before), before) for img in good])
+        before = upto(contrast=False)
+        contrast = np.mean([detail_level(condition(img, before).image, before) for img in good])
         p = p.model_copy(update={"contrast_level": float(contrast)})
     return recipe.model_copy(update={"preprocess": p})
 
@@ -48,11 +67,11 @@ def fit_model(
     recipe: Recipe, good: list[np.ndarray], progress: Progress | None = None
 ) -> nn.Module:
     """The recipe's anomaly model fitted on good images (torch, eval mode); the recipe
-    must carry its fitted preprocessing (`with_level`)."""
+    must carry its fitted preprocessing (`with_fitted_preprocess`)."""
     if not good:
         raise ValueError("fitting needs at least one good image")
     images = with_nuisance(good, recipe.fit.augment, recipe.fit.seed)
-    tiles = np.concatenate([recipe_tiles(img, recipe)[1] for img in images])
+    tiles = np.concatenate([recipe_tiles(img, recipe).tiles for img in images])
     t = recipe.tiling
     if recipe.fit.arch == "local_stats":
         mean, inv_cov = fit_gaussian(tiles)

@@ -151,7 +151,7 @@ def sample_tiles(stack: LocalStack, n_frames: int = 2) -> np.ndarray:
     out = []
     for seed in range(n_frames):
         img = render_part("brushed_metal", 50_000 + seed, (512, 512))[0]
-        out.append(recipe_tiles(img, recipe)[1])
+        out.append(recipe_tiles(img, recipe).tiles)
     return np.concatenate(out)
 
 

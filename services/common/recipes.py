@@ -60,11 +60,45 @@ class Tiling(BaseModel):
         return self
 
 
+class Registration(BaseModel):
+    """Alignment of each frame's ROI to a reference image of a good part (structured parts:
+    printed layouts, boards), by maximising the enhanced correlation coefficient (ECC,
+    Evangelidis and Psarakis 2008) at reduced scale. A frame that does not align is
+    judged REVIEW with the reason, never scored as if it had."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    motion: str = Field(
+        "euclidean",
+        pattern="^(translation|euclidean)$",
+        description="translation: shift only; euclidean: shift and rotation",
+    )
+    min_correlation: float = Field(
+        0.6, gt=0.0, lt=1.0, description="ECC correlation below which alignment failed"
+    )
+    max_shift_px: float = Field(
+        24.0, gt=0.0, description="a larger shift (frame px) means a misplaced part: failed"
+    )
+    max_rotation_deg: float = Field(
+        6.0, gt=0.0, le=45.0, description="a larger rotation means a misplaced part: failed"
+    )
+    size: int = Field(
+        256, ge=64, le=1024, description="px: the ROI's longer side is scaled to this to align"
+    )
+    reference: str | None = Field(
+        None,
+        description="the reference ROI, greyscale PNG at `size`, base64 (fit sets it from "
+        "the good parts: their mean after aligning them to the first)",
+    )
+
+
 class Preprocess(BaseModel):
     """Frame conditioning before tiling, identical in fit, calibration, the tiling service
     and offline inspection (services/tiling/logic.condition)."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
+    registration: Registration | None = Field(
+        None, description="align each frame to the good parts' reference (after the flat field)"
+    )
     illumination: str = Field(
         "none",
         pattern="^(none|flat_field)$",

@@ -119,14 +119,16 @@ class Inspector:
                 f"{name}: {w}x{h} exceeds the recipe's max_image_pixels "
                 f"{self.recipe.max_image_pixels}"
             )
-        rects, tiles = recipe_tiles(image, self.recipe)
-        maps, _ = self.runner(tiles)
+        ft = recipe_tiles(image, self.recipe)
+        maps, _ = self.runner(ft.tiles)
         decision, amap = assess(
             self.recipe,
             (w, h),
-            list(zip(rects, maps, strict=True)),
-            len(rects),
-            tile_detections=self.detections(rects, tiles),
+            list(zip(ft.rects, maps, strict=True)),
+            len(ft.rects),
+            tile_detections=self.detections(ft.rects, ft.tiles),
+            upstream=ft.conditioned.review,
+            part_to_frame=ft.conditioned.part_to_frame,
         )
         return Result(name, decision, amap)
 

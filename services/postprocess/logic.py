@@ -11,6 +11,7 @@ from collections.abc import Sequence
 import cv2
 import numpy as np
 
+from services.common import register
 from services.common.decoders import Det
 from services.common.domain import Decision, DefectRecord, TileRect, Verdict
 from services.common.recipes import Recipe
@@ -96,9 +97,12 @@ def decide(
     tiles_received: int,
     disagreements: Sequence[str] = (),
     minor_only: bool = False,
+    upstream: Sequence[str] = (),
 ) -> Decision:
     """The verdict rules, in order.
 
+    0. A stage before postprocess could not prepare the frame as
+       the recipe asks (the part did not register), `upstream`  -> REVIEW.
     1. Not all tiles arrived (or the score is not a number)      -> REVIEW.
     2. A defect region exists and the image score >= threshold   -> NG
        (REVIEW when every defect is of a class the recipe rates minor).
@@ -108,6 +112,8 @@ def decide(
        or a defect region with an image score below threshold    -> REVIEW.
     5. Otherwise                                                 -> OK.
     """
+    if upstream:
+        return Decision(Verdict.REVIEW, score, tuple(defects), tuple(upstream))
     if not complete:
         return Decision(
             Verdict.REVIEW,
@@ -154,17 +160,23 @@ def assess(
     tiles_expected: int,
     complete: bool = True,
     tile_detections: Sequence[tuple[TileRect, Det]] = (),
+    upstream: Sequence[str] = (),
+    part_to_frame: np.ndarray | None = None,
 ) -> tuple[Decision, np.ndarray | None]:
     """A frame's tile maps (and detector boxes) -> (verdict, stitched anomaly map).
 
     The one path from model output to verdict: the postprocess service and the offline
-    `defectflow inspect` both call it, so they cannot disagree.
+    `defectflow inspect` both call it, so they cannot disagree. `upstream`: reasons a
+    stage before raised (REVIEW); `part_to_frame`: the registered frame's 2x3 affine
+    from part coordinates to frame pixels, which the stitched map is mapped back by.
     """
     th = recipe.thresholds
     disagreements: list[str] = []
     if tile_maps:
         amap = stitch(frame_size, tile_maps, recipe.tiling.stitch)
         score = float(amap.max())
+        if part_to_frame is not None:
+            amap = register.to_frame(amap, part_to_frame)
         defects = find_defects(
             amap,
             th.pixel,
@@ -203,6 +215,7 @@ def assess(
         len(tile_maps),
         disagreements=disagreements,
         minor_only=minor_only,
+        upstream=upstream,
     )
     return decision, amap
 

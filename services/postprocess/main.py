@@ -107,6 +107,11 @@ class PostprocessHandler:
             recipe = self.recipes.require(ctx.recipe_id, ctx.recipe_version)
             if chunk.tiles_total == 0:
                 raise BadInput("bad_tiles", "prediction chunk says the frame has 0 tiles")
+            if len(ctx.part_to_frame) not in (0, 6):
+                raise BadInput(
+                    "bad_context",
+                    f"part_to_frame holds {len(ctx.part_to_frame)} values, a 2x3 affine has 6",
+                )
             fa = FrameAssembly(
                 ctx, recipe, chunk.tiles_total, record.key, time.monotonic(), time.time_ns()
             )
@@ -140,6 +145,8 @@ class PostprocessHandler:
             fa.tiles_total,
             complete=complete,
             tile_detections=fa.detections,
+            upstream=tuple(ctx.review_reasons),
+            part_to_frame=np.array(ctx.part_to_frame).reshape(2, 3) if ctx.part_to_frame else None,
         )
         msg = inspection_message(ctx, decision, fa, complete)
         self._observe(fa, decision)

@@ -15,15 +15,18 @@ inspection; the tiling service runs the same steps with a table-driven normalisa
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import cv2
 import numpy as np
 
+from services.common import register
 from services.common.domain import Rect, TileRect
 from services.common.recipes import Preprocess, Recipe
 
 # flat field: the ROI is averaged down to this grid before the surface is fitted
 FLAT_GRID = 32
+FLAT_DEGREE = 2  # of the polynomial in x, y fitted to the log of the light
 FLAT_LEVEL = 128.0  # channel level when the recipe records none
 DETAIL_SIGMA = 8.0  # px: what this blur removes is the detail that contrast scaling scales
 
@@ -106,60 +109,93 @@ def inside_frame(image: np.ndarray, rects: list[TileRect]) -> tuple[np.ndarray, 
     return padded, moved
 
 
-def _quadratic_terms(xs: np.ndarray, ys: np.ndarray) -> np.ndarray:
-    return np.stack([np.ones_like(xs), xs, ys, xs * xs, xs * ys, ys * ys], axis=-1)
+def _poly_terms(xs: np.ndarray, ys: np.ndarray) -> np.ndarray:
+    """The FLAT_DEGREE monomials x^i y^j (i + j <= FLAT_DEGREE), last axis."""
+    return np.stack(
+        [xs**i * ys ** (d - i) for d in range(FLAT_DEGREE + 1) for i in range(d + 1)], axis=-1
+    )
 
 
 def flat_field_surface(image: np.ndarray, roi: Rect) -> np.ndarray:
-    """Per channel, a quadratic surface (6 terms) least-squares fitted to the ROI averaged
-    down to a FLAT_GRID grid, with one refit that ignores cells far from the first fit (a
-    large defect must not bend the surface). Returns the coefficients [6, C] in the ROI's
-    coordinates scaled to [-1, 1]."""
+    """Per channel, the log of the light as a quadratic surface least-squares fitted to
+    the ROI averaged down to a FLAT_GRID grid, with one refit that ignores cells far from
+    the first fit (a large defect must not bend the surface). Light is a product (gain x
+    gradient x vignetting), so its log is a sum that a quadratic follows where a
+    quadratic in grey levels cannot (docs/accuracy-steps.md: the residual under a wide
+    light change drops by a third; a 4th degree followed the light better inside the ROI
+    but overshot in the context margin beyond it). Returns the coefficients [6, C] in the
+    ROI's coordinates scaled to [-1, 1]."""
     area = image[roi.y : roi.y1, roi.x : roi.x1].astype(np.float32)
     if area.ndim == 2:
         area = area[:, :, None]
     g = min(FLAT_GRID, roi.width, roi.height)
     small = cv2.resize(area, (g, g), interpolation=cv2.INTER_AREA).reshape(g * g, -1)
+    small = np.log(np.maximum(small, 1.0))
     centres = (np.arange(g, dtype=np.float32) + 0.5) / g * 2.0 - 1.0
     ys, xs = np.meshgrid(centres, centres, indexing="ij")
-    a = _quadratic_terms(xs.ravel(), ys.ravel())
+    a = _poly_terms(xs.ravel(), ys.ravel())
     coef = np.linalg.lstsq(a, small, rcond=None)[0]
     resid = np.abs(small - a @ coef).max(axis=1)
-    keep = resid <= 3.0 * max(float(np.median(resid)) * 1.4826, 1e-3)
-    if keep.sum() >= 12:
+    keep = resid <= 3.0 * max(float(np.median(resid)) * 1.4826, 1e-4)
+    if keep.sum() >= 3 * a.shape[1]:
         coef = np.linalg.lstsq(a[keep], small[keep], rcond=None)[0]
     return coef.astype(np.float32)
 
 
-def condition(image: np.ndarray, recipe: Recipe) -> np.ndarray:
-    """The frame as the models see it, before tiling: uint8, same shape. In order, each
-    step where the recipe asks for it: a Gaussian blur (sensor noise), the flat field
-    (gain, gradients, vignetting, colour-gain drift), the detail contrast (defocus,
-    contrast drift); the part's own texture and defects stay."""
+@dataclass(frozen=True)
+class Conditioned:
+    """A frame as the models see it, and what became of its registration."""
+
+    image: np.ndarray  # uint8, the input's shape; in part coordinates when registered
+    part_to_frame: np.ndarray | None = None  # 2x3: part coordinates -> frame px (registered)
+    review: tuple[str, ...] = ()  # why the frame must be judged REVIEW (failed registration)
+
+
+def condition(image: np.ndarray, recipe: Recipe) -> Conditioned:
+    """The frame as the models see it, before tiling. In order, each step where the
+    recipe asks for it: a Gaussian blur (sensor noise), the flat field (gain, gradients,
+    vignetting, colour-gain drift), registration to the good parts' reference (placement;
+    a frame that does not align stays as it is and is marked for REVIEW), the detail
+    contrast (defocus, contrast drift); the part's own texture and defects stay."""
     p: Preprocess = recipe.preprocess
     if p.smooth_sigma > 0:
         image = cv2.GaussianBlur(image, (0, 0), p.smooth_sigma)
     if p.illumination != "none":
         image = flat_field(image, recipe)
+    part_to_frame, review = None, ()
+    if p.registration is not None:
+        h, w = image.shape[:2]
+        alignment = register.align(image, recipe_roi(recipe, w, h), p.registration)
+        if alignment.failure:
+            review = (alignment.failure,)
+        else:
+            image, part_to_frame = register.to_part(image, alignment), alignment.part_to_frame
     if p.contrast:
-        image = scale_detail(image, recipe, p.contrast_level or detail_level(image, recipe))
-    return image
+        image = scale_detail(image, recipe, p.contrast_level)
+    return Conditioned(image, part_to_frame, review)
+
+
+def _detail(image: np.ndarray, recipe: Recipe) -> tuple[np.ndarray, np.ndarray, float]:
+    """(frame as float, its 8 px blur, standard deviation of their difference in the ROI):
+    one blur serves both the measurement and the scaling."""
+    h, w = image.shape[:2]
+    roi = recipe_roi(recipe, w, h)
+    f = image.astype(np.float32)
+    low = cv2.GaussianBlur(f, (0, 0), DETAIL_SIGMA)
+    detail = (f - low)[roi.y : roi.y1, roi.x : roi.x1]
+    return f, low, float(max(detail.std(), 1e-3))
 
 
 def detail_level(image: np.ndarray, recipe: Recipe) -> float:
     """Standard deviation of the frame's detail (the frame minus its 8 px blur) in the ROI."""
-    h, w = image.shape[:2]
-    roi = recipe_roi(recipe, w, h)
-    area = image[roi.y : roi.y1, roi.x : roi.x1].astype(np.float32)
-    return float(max((area - cv2.GaussianBlur(area, (0, 0), DETAIL_SIGMA)).std(), 1e-3))
+    return _detail(image, recipe)[2]
 
 
-def scale_detail(image: np.ndarray, recipe: Recipe, level: float) -> np.ndarray:
+def scale_detail(image: np.ndarray, recipe: Recipe, level: float | None) -> np.ndarray:
     """The frame with its detail scaled so that its standard deviation in the ROI is
-    `level`; the smooth part (background, stains, shading) is left as it is."""
-    f = image.astype(np.float32)
-    low = cv2.GaussianBlur(f, (0, 0), DETAIL_SIGMA)
-    gain = level / detail_level(image, recipe)
+    `level` (None: left as it is); the smooth part (background, stains, shading) stays."""
+    f, low, std = _detail(image, recipe)
+    gain = (level or std) / std
     return np.clip(low + (f - low) * gain + 0.5, 0, 255).astype(np.uint8)
 
 
@@ -175,7 +211,7 @@ def flat_field(image: np.ndarray, recipe: Recipe) -> np.ndarray:
     xs = ((np.arange(sw, dtype=np.float32) + 0.5) * w / sw - roi.x) / roi.width * 2.0 - 1.0
     ys = ((np.arange(sh, dtype=np.float32) + 0.5) * h / sh - roi.y) / roi.height * 2.0 - 1.0
     yy, xx = np.meshgrid(ys, xs, indexing="ij")
-    surface = _quadratic_terms(xx, yy) @ coef  # [sh, sw, C]
+    surface = np.exp(_poly_terms(xx, yy) @ coef)  # [sh, sw, C], grey levels
     channels = coef.shape[1]
     level = np.asarray(p.level if p.level else (FLAT_LEVEL,) * 3, np.float32)[:channels]
     gain = level / np.maximum(surface, 1.0)
@@ -190,19 +226,26 @@ def channel_level(image: np.ndarray, recipe: Recipe) -> tuple[float, float, floa
     coef = flat_field_surface(image, recipe_roi(recipe, w, h))
     g = np.linspace(-1.0, 1.0, 9, dtype=np.float32)
     yy, xx = np.meshgrid(g, g, indexing="ij")
-    means = (_quadratic_terms(xx.ravel(), yy.ravel()) @ coef).mean(axis=0)
+    means = np.exp(_poly_terms(xx.ravel(), yy.ravel()) @ coef).mean(axis=0)
     if means.size == 1:
         means = np.repeat(means, 3)
     return (float(means[0]), float(means[1]), float(means[2]))
 
 
-def recipe_tiles(image: np.ndarray, recipe: Recipe) -> tuple[list[TileRect], np.ndarray]:
-    """Frame -> (tiles, model inputs [N,3,S,S] float16), S = the recipe's input size."""
-    image = condition(image, recipe)
-    _, rects = plan_tiles(recipe, image.shape[1], image.shape[0])
+@dataclass(frozen=True)
+class FrameTiles:
+    rects: list[TileRect]
+    tiles: np.ndarray  # model inputs [N, 3, S, S] float16, S = the recipe's input size
+    conditioned: Conditioned
+
+
+def recipe_tiles(image: np.ndarray, recipe: Recipe) -> FrameTiles:
+    """Frame -> its tiles and model inputs, conditioned as the recipe says."""
+    cond = condition(image, recipe)
+    _, rects = plan_tiles(recipe, cond.image.shape[1], cond.image.shape[0])
     t = recipe.tiling
-    tiles = preprocess(image, windows(rects, t.context_px), t.input_size, t.mean, t.std)
-    return rects, tiles
+    tiles = preprocess(cond.image, windows(rects, t.context_px), t.input_size, t.mean, t.std)
+    return FrameTiles(rects, tiles, cond)
 
 
 def preprocess(

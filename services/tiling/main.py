@@ -103,7 +103,11 @@ class TilingHandler(StatelessHandler):
         with about_frame(ctx.frame_id):
             recipe = self.recipes.require(ctx.recipe_id)
             image = self.load_image(ctx.image, recipe.max_image_pixels)
-        image = condition(image, recipe)
+        cond = condition(image, recipe)
+        image = cond.image
+        ctx.review_reasons.extend(cond.review)
+        if cond.part_to_frame is not None:
+            ctx.part_to_frame.extend(cond.part_to_frame.ravel().tolist())
         roi, rects = plan_tiles(recipe, image.shape[1], image.shape[0])
         t = recipe.tiling
         pixels = preprocess_tiles(image, windows(rects, t.context_px), t)

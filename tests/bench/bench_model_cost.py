@@ -22,7 +22,16 @@ if __package__ in (None, ""):
 from models.anomaly.patchcore import PatchCore, feature_dim  # noqa: E402
 from models.anomaly.train import export_onnx  # noqa: E402
 from models.synth.parts import render_part  # noqa: E402
-from services.common.recipes import Preprocess, Recipe, Roi, Thresholds, Tiling  # noqa: E402
+from services.common import register  # noqa: E402
+from services.common.domain import Rect  # noqa: E402
+from services.common.recipes import (  # noqa: E402
+    Preprocess,
+    Recipe,
+    Registration,
+    Roi,
+    Thresholds,
+    Tiling,
+)
 from services.offline.runner import OnnxRunner  # noqa: E402
 from services.tiling.logic import condition, recipe_tiles  # noqa: E402
 
@@ -78,15 +87,22 @@ def main() -> None:
             contrast_level=20.0,
         ),
     }
+    # registration: the same part, shifted and turned, aligned to a reference of itself
+    reg = Registration()
+    roi = Rect(32, 32, FRAME - 64, FRAME - 64)
+    reg = reg.model_copy(update={"reference": register.fit_reference([image], roi, reg)})
+    steps["registration (ECC at 256 px, then the frame warped)"] = Preprocess(registration=reg)
+    moved = render_part("woven_fabric", 1, (FRAME, FRAME), nuisance="shifted")[0]
     for name, pre in steps.items():
         r = recipe(256, 0, 32, pre)
-        cost = seconds_per_call(lambda r=r: condition(image, r), 20) / mpx
+        frame = moved if pre.registration else image
+        cost = seconds_per_call(lambda r=r, frame=frame: condition(frame, r), 20) / mpx
         print(json.dumps({"conditioning": name, "cpu_ms_per_mpx": round(1e3 * cost, 1)}))
     base = None
     with tempfile.TemporaryDirectory() as tmp:
         for label, tile, overlap, context, stride, bank in SETTINGS:
             r = recipe(tile, overlap, context)
-            _, tiles = recipe_tiles(image, r)
+            tiles = recipe_tiles(image, r).tiles
             model = PatchCore(torch.randn(bank, feature_dim(stride)), tile, context, stride)
             path = export_onnx(model.eval(), r.tiling.input_size, Path(tmp) / f"{label}.onnx")
             runner = OnnxRunner(path)

@@ -22,7 +22,7 @@ TOL = 0.05
 def test_torch_onnxruntime_and_triton_agree(prepared, triton):
     recipe = prepared.recipe
     image, _ = render_part("brushed_metal", 4242, (512, 512), "scratch")
-    _, tiles = recipe_tiles(image, recipe)
+    tiles = recipe_tiles(image, recipe).tiles
     tiles = tiles[:16]
     ort_maps, ort_scores = OnnxRunner(prepared.onnx_path)(tiles)
     model = train.load_torch(prepared.torch_path)
@@ -55,7 +55,7 @@ def test_defectnet_torch_onnxruntime_and_triton_agree(prepared, triton):
 
     onnx_path, pt_path = defects_paths(prepared.onnx_path.parents[3])
     image, _ = render_part("printed_pattern", 77, (512, 512), "hole")
-    _, windows = recipe_tiles(image, prepared.recipe)
+    windows = recipe_tiles(image, prepared.recipe).tiles
     # DefectNet takes the tile alone at its own size, as the inference service sends it
     tiles = resize_tiles(tile_core(windows[:8], prepared.recipe.tiling.model_input), 128)
     net = sup.load(pt_path)

@@ -360,16 +360,20 @@ def test_bad_prediction_chunks_are_dead_lettered(recipes):
     wrong_map = prediction_chunk("f2", 0, 1, size=64)
     bad_index = predictions_pb2.PredictionChunk.FromString(prediction_chunk("f3", 0, 1))
     bad_index.tiles[0].rect.index = 7
+    bad_affine = predictions_pb2.PredictionChunk.FromString(prediction_chunk("f4", 0, 1))
+    bad_affine.context.part_to_frame.extend([1.0, 0.0, 0.0, 1.0])  # 4 of a 2x3 affine's 6
     out = h.handle(
         [
             record(topics.PREDICTIONS, wrong_map, 0),
             record(topics.PREDICTIONS, bad_index.SerializeToString(), 1),
             record(topics.PREDICTIONS, b"\xff" * 5, 2),
+            record(topics.PREDICTIONS, bad_affine.SerializeToString(), 3),
         ]
     )
     assert [d.reason for d in letters_of(out)] == [
         "bad_tensor",
         "bad_tiles",
         "undecodable_protobuf",
+        "bad_context",
     ]
-    assert len(out.done) == 3
+    assert len(out.done) == 4

@@ -53,7 +53,9 @@ def test_flat_field_removes_gain_gradient_and_colour_drift():
     a = lit(base, 1.0, 0.0, (1, 1, 1))
     b = lit(base, 0.85, 0.3, (1.08, 0.95, 0.9))  # darker, a 30 % ramp, colour drift
     raw_diff = np.abs(a.astype(float) - b.astype(float)).mean()
-    cond_diff = np.abs(condition(a, r).astype(float) - condition(b, r).astype(float)).mean()
+    cond_diff = np.abs(
+        condition(a, r).image.astype(float) - condition(b, r).image.astype(float)
+    ).mean()
     assert raw_diff > 10
     assert cond_diff < 2.0
 
@@ -65,7 +67,7 @@ def test_flat_field_keeps_a_local_stain():
     a = lit(base, 1.0, 0.2, (1, 1, 1))
     b = lit(base + stain[:, :, None], 1.0, 0.2, (1, 1, 1))
     r = recipe("flat_field", level=(120.0, 120.0, 120.0))
-    d = condition(b, r).astype(float) - condition(a, r).astype(float)
+    d = condition(b, r).image.astype(float) - condition(a, r).image.astype(float)
     inside = d[stain < 0].mean()
     assert -36 < inside < -24  # the stain keeps its contrast
     assert np.abs(d[stain == 0]).mean() < 1.0  # and nothing else moves
@@ -73,14 +75,15 @@ def test_flat_field_keeps_a_local_stain():
 
 def test_no_illumination_setting_leaves_the_frame_alone():
     img = lit(texture(), 0.9, 0.2, (1, 1, 1))
-    assert condition(img, recipe()) is img
+    assert condition(img, recipe()).image is img
 
 
 def test_windows_see_real_pixels_beyond_the_roi_and_mirror_only_outside_the_frame():
     img = np.arange(256 * 256, dtype=np.uint32).reshape(256, 256) % 251
     img = np.repeat(img.astype(np.uint8)[:, :, None], 3, axis=2)
     r = recipe(context=16, roi=Roi(x=32, y=32, width=192, height=192))
-    rects, tiles = recipe_tiles(img, r)
+    ft = recipe_tiles(img, r)
+    rects, tiles = ft.rects, ft.tiles
     assert tiles.shape[1:] == (3, 96, 96)  # 64 + 2 x 16
     first = rects[0]
     assert (first.x, first.y) == (32, 32)
@@ -96,9 +99,12 @@ def test_windows_see_real_pixels_beyond_the_roi_and_mirror_only_outside_the_fram
 def test_service_and_offline_paths_give_the_same_windows():
     img = lit(texture(seed=2), 0.9, 0.25, (1.05, 1.0, 0.9))
     r = recipe("flat_field", context=16, roi=Roi(x=8, y=8, width=240, height=240))
-    rects, offline = recipe_tiles(img, r)
+    ft = recipe_tiles(img, r)
+    rects, offline = ft.rects, ft.tiles
     _, plan = plan_tiles(r, 256, 256)
-    service = preprocess_tiles(condition(img, r), windows(plan, r.tiling.context_px), r.tiling)
+    service = preprocess_tiles(
+        condition(img, r).image, windows(plan, r.tiling.context_px), r.tiling
+    )
     assert plan == rects
     assert np.array_equal(service.view(np.uint16), offline.view(np.uint16))
     assert np.array_equal(tile_core(offline, 64), offline[:, :, 16:80, 16:80])
@@ -172,15 +178,15 @@ def test_contrast_scaling_undoes_a_defocus_and_keeps_a_stain():
         }
     )
     before = detail_level(soft, r) / detail_level(sharp, r)
-    after = detail_level(condition(soft, r), r) / detail_level(condition(sharp, r), r)
+    after = detail_level(condition(soft, r).image, r) / detail_level(condition(sharp, r).image, r)
     assert before < 0.8 and abs(after - 1.0) < 0.03
     # the stain is smooth: scaling the detail leaves its depth
     depth = lambda img: float(img[100:156, 100:156].mean() - img[:, 200:].mean())  # noqa: E731
-    assert abs(depth(condition(soft, r).astype(float)) - depth(soft.astype(float))) < 2
+    assert abs(depth(condition(soft, r).image.astype(float)) - depth(soft.astype(float))) < 2
 
 
 def test_smoothing_lowers_sensor_noise():
     rng = np.random.default_rng(6)
     noisy = np.clip(128 + rng.normal(0, 8, (128, 128, 3)), 0, 255).astype(np.uint8)
     r = recipe().model_copy(update={"preprocess": Preprocess(smooth_sigma=1.5)})
-    assert condition(noisy, r).astype(float).std() < 0.4 * noisy.astype(float).std()
+    assert condition(noisy, r).image.astype(float).std() < 0.4 * noisy.astype(float).std()

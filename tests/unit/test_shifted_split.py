@@ -155,7 +155,7 @@ def fake_report(image_auroc: float, frr: float, by_type: dict) -> dict:
 
 
 def test_report_sets_the_product_beside_the_baseline_and_prints_the_margin():
-    from models.eval.accuracy import Counts, margin, render_shifted
+    from models.eval.accuracy import Counts, margin, render_data, render_split
 
     shifted = {
         "brushed_metal": {
@@ -170,9 +170,9 @@ def test_report_sets_the_product_beside_the_baseline_and_prints_the_margin():
         },
     }
     assert margin(shifted) == pytest.approx(0.025)
-    text = render_shifted(shifted, Counts(8, 4, 2), 8, 60.0)
+    text = render_split("shifted", shifted, Counts(8, 4, 2), 8)
     assert "margin over the stock baseline: +0.025 mean image AUROC" in text
-    assert "(product 0.800, stock baseline 0.775)" in text
+    assert "(product 0.800, stock baseline 0.775;" in text
     header = next(line for line in text.splitlines() if line.startswith("| metric"))
     assert header == (
         "| metric | brushed_metal product | brushed_metal stock | printed_pattern product "
@@ -180,12 +180,16 @@ def test_report_sets_the_product_beside_the_baseline_and_prints_the_margin():
     )
     rows = {line.split(" | ")[0]: line for line in text.splitlines() if line.startswith("| ")}
     assert rows["| image AUROC"].endswith("| 0.900 | 0.800 | 0.700 | 0.750 | 0.800 | 0.775 |")
-    assert rows["| false-reject rate"].endswith("| 0.000 | 0.100 | 0.050 | 0.200 | 0.025 | 0.150 |")
+    assert rows["| false-reject rate (good → NG)"].endswith(
+        "| 0.000 | 0.100 | 0.050 | 0.200 | 0.025 | 0.150 |"
+    )
     # a type one family lacks is a dash there, and its mean is over the families that have it
     assert rows["| image AUROC, missing_feature"].endswith(
         "| – | – | 0.600 | 0.900 | 0.600 | 0.900 |"
     )
-    assert "seed block 8" in text.lower() or "--seed 8" in text
+    assert "seed block 8" in text.lower()
+    data = render_data(Counts(8, 4, 2), 8, ("shifted",))
+    assert "--seed 8" in data and "trial block" in data and "±3° rotation" in data
 
 
 def test_accuracy_refuses_an_unknown_split_before_doing_any_work(tmp_path):

@@ -37,7 +37,7 @@ class ImageRef(_message.Message):
     def __init__(self, blob_uri: _Optional[str] = ..., inline_data: _Optional[bytes] = ..., encoding: _Optional[str] = ..., width: _Optional[int] = ..., height: _Optional[int] = ..., channels: _Optional[int] = ..., sha256: _Optional[str] = ..., size_bytes: _Optional[int] = ...) -> None: ...
 
 class FrameContext(_message.Message):
-    __slots__ = ("frame_id", "source", "recipe_id", "recipe_version", "part_id", "captured_unix_ns", "sequence", "image")
+    __slots__ = ("frame_id", "source", "recipe_id", "recipe_version", "part_id", "captured_unix_ns", "sequence", "image", "review_reasons", "part_to_frame")
     FRAME_ID_FIELD_NUMBER: _ClassVar[int]
     SOURCE_FIELD_NUMBER: _ClassVar[int]
     RECIPE_ID_FIELD_NUMBER: _ClassVar[int]
@@ -46,6 +46,8 @@ class FrameContext(_message.Message):
     CAPTURED_UNIX_NS_FIELD_NUMBER: _ClassVar[int]
     SEQUENCE_FIELD_NUMBER: _ClassVar[int]
     IMAGE_FIELD_NUMBER: _ClassVar[int]
+    REVIEW_REASONS_FIELD_NUMBER: _ClassVar[int]
+    PART_TO_FRAME_FIELD_NUMBER: _ClassVar[int]
     frame_id: str
     source: FrameSource
     recipe_id: str
@@ -54,7 +56,9 @@ class FrameContext(_message.Message):
     captured_unix_ns: int
     sequence: int
     image: ImageRef
-    def __init__(self, frame_id: _Optional[str] = ..., source: _Optional[_Union[FrameSource, _Mapping]] = ..., recipe_id: _Optional[str] = ..., recipe_version: _Optional[int] = ..., part_id: _Optional[str] = ..., captured_unix_ns: _Optional[int] = ..., sequence: _Optional[int] = ..., image: _Optional[_Union[ImageRef, _Mapping]] = ...) -> None: ...
+    review_reasons: _containers.RepeatedScalarFieldContainer[str]
+    part_to_frame: _containers.RepeatedScalarFieldContainer[float]
+    def __init__(self, frame_id: _Optional[str] = ..., source: _Optional[_Union[FrameSource, _Mapping]] = ..., recipe_id: _Optional[str] = ..., recipe_version: _Optional[int] = ..., part_id: _Optional[str] = ..., captured_unix_ns: _Optional[int] = ..., sequence: _Optional[int] = ..., image: _Optional[_Union[ImageRef, _Mapping]] = ..., review_reasons: _Optional[_Iterable[str]] = ..., part_to_frame: _Optional[_Iterable[float]] = ...) -> None: ...
 
 class StageStamp(_message.Message):
     __slots__ = ("stage", "received_unix_ns", "sent_unix_ns", "instance")
