@@ -138,6 +138,8 @@ class LocalStack:
             env[p + "GRPC_ADDRESS"] = f"127.0.0.1:{self.query_port}"
         for k, v in (extra or {}).items():
             env[p + k.upper()] = v
+        if name == "store" and not (env.get(p + "TOKENS") or env.get(p + "TOKENS_FILE")):
+            env[p + "OPEN_API"] = "true"  # the local stack binds 127.0.0.1 only
         return env
 
     def start_service(

@@ -22,10 +22,13 @@ class StoreSettings(StageSettings):
     watch_heartbeat_s: float = 10.0  # a cursor-only message on a quiet stream
     max_image_pixels: int = 64 * 1024 * 1024
 
-    # auth: entries `name:role:token` (role read | admin), comma separated, and/or a file
-    # with one entry per line (a mounted secret; re-read when it changes). None = open API.
+    # auth: entries `name:role:token` (role read | reviewer | admin), comma separated,
+    # and/or a file with one entry per line (a mounted secret; re-read when it changes).
+    # Without either the API refuses to start, unless open_api is set and grpc_address is
+    # a loopback address (the local demo): then every caller is admin.
     tokens: str = ""
     tokens_file: Path | None = None
+    open_api: bool = False
     # TLS: both paths, or neither; a client CA also requires client certificates (mTLS)
     tls_cert_file: Path | None = None
     tls_key_file: Path | None = None

@@ -214,6 +214,7 @@ def test_an_open_api_signs_in_with_an_empty_token(postgres, store_api, tmp_path)
         database_url=engine.url.render_as_string(hide_password=False),
         grpc_address="127.0.0.1:0",
         blob_root=tmp_path,
+        open_api=True,
     )
     api = grpc_api.serve(engine, s, LocalBlobStore(tmp_path))
     try:

@@ -147,8 +147,15 @@ def test_a_rotated_tokens_file_takes_effect_without_restart(engine, tmp_path):
         api.stop(0)
 
 
-def test_no_tokens_means_open_with_a_warning(engine, tmp_path, caplog):
-    api = serve(engine, tmp_path)
+def test_no_tokens_refuses_to_start_unless_asked_to_run_open_on_loopback(engine, tmp_path):
+    with pytest.raises(ValueError, match="has no tokens"):
+        serve(engine, tmp_path)
+    with pytest.raises(ValueError, match="holds no name:role:token entry"):
+        serve(engine, tmp_path, tokens=" , # none")
+
+
+def test_an_open_api_on_loopback_answers_with_a_warning(engine, tmp_path, caplog):
+    api = serve(engine, tmp_path, open_api=True)
     try:
         stub = query_pb2_grpc.InspectionQueryStub(grpc.insecure_channel(f"127.0.0.1:{api.port}"))
         get = query_pb2.GetInspectionRequest(frame_id="auth-1")

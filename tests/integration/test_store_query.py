@@ -97,7 +97,7 @@ def start_api(engine: sa.Engine, blob_root: Path, **kw) -> grpc_api.RunningApi:
         database_url=engine.url.render_as_string(hide_password=False),
         grpc_address="127.0.0.1:0",
         blob_root=blob_root,
-        **kw,
+        **{"open_api": True, **kw},
     )
     return grpc_api.serve(engine, settings, LocalBlobStore(blob_root))
 

@@ -111,7 +111,9 @@ def test_ng_records_and_images_outlive_ok_ones(postgres, tmp_path):
 
     api = grpc_api.serve(
         engine,
-        StoreSettings(grpc_address="127.0.0.1:0", blob_root=tmp_path / "blobs", **POLICY),
+        StoreSettings(
+            grpc_address="127.0.0.1:0", blob_root=tmp_path / "blobs", open_api=True, **POLICY
+        ),
         blobs,
     )
     try:

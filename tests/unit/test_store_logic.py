@@ -197,3 +197,34 @@ def test_a_database_that_is_down_means_retry_the_batch_never_dead_letter(monkeyp
     )
     with pytest.raises(Transient):
         store_main.StoreHandler(engine=None).handle([record])
+
+
+@pytest.mark.parametrize("setting", [" ", ",", "# only a comment", "\n , \n"])
+def test_a_tokens_setting_without_entries_refuses_instead_of_running_open(setting):
+    with pytest.raises(ValueError, match="holds no name:role:token entry"):
+        TokenBook(setting)
+
+
+@pytest.mark.parametrize(
+    ("tokens", "open_api", "address", "refusal"),
+    [
+        ("", False, "127.0.0.1:50051", "has no tokens"),  # nothing configured: closed
+        ("", True, "0.0.0.0:50051", "loopback only"),  # open, but reachable from the network
+        ("", True, "[::]:50051", "loopback only"),
+        ("", True, "10.1.2.3:50051", "loopback only"),
+        ("m:read:aaaaaaaaaaaaaaaa", True, "127.0.0.1:50051", "choose one"),
+    ],
+)
+def test_the_query_api_fails_closed(tokens, open_api, address, refusal):
+    from services.store.adapters.auth import open_or_refuse
+
+    with pytest.raises(ValueError, match=refusal):
+        open_or_refuse(TokenBook(tokens), open_api, address)
+
+
+@pytest.mark.parametrize("address", ["127.0.0.1:0", "localhost:50051", "[::1]:50051"])
+def test_an_open_api_is_allowed_on_loopback_when_asked_for(address):
+    from services.store.adapters.auth import open_or_refuse
+
+    open_or_refuse(TokenBook(), True, address)  # does not raise
+    open_or_refuse(TokenBook("m:read:aaaaaaaaaaaaaaaa"), False, "0.0.0.0:50051")

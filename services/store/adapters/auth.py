@@ -10,6 +10,7 @@ Health checking and reflection stay open so that probes and grpcurl discovery wo
 from __future__ import annotations
 
 import hashlib
+import ipaddress
 import logging
 import threading
 import time
@@ -67,10 +68,15 @@ def digest(token: str) -> str:
 
 
 class TokenBook:
-    """The configured tokens; an empty book means the API runs open (local demo only)."""
+    """The configured tokens; an empty book runs the API open, which `open_or_refuse`
+    allows only when asked for and on loopback (the local demo)."""
 
     def __init__(self, env_entries: str = "", file: Path | None = None, recheck_s: float = 5.0):
         self.env = parse_entries(env_entries, "tokens setting") if env_entries else {}
+        if env_entries and not self.env:
+            # blanks, separators or comments only: a setting meant to hold tokens that holds
+            # none must not leave the API open
+            raise ValueError("the tokens setting is set but holds no name:role:token entry")
         self.file = file
         self.recheck_s = recheck_s
         self.lock = threading.Lock()
@@ -104,6 +110,38 @@ class TokenBook:
     @property
     def empty(self) -> bool:
         return not self.env and not self.file_entries and self.file is None
+
+
+def loopback(address: str) -> bool:
+    """Whether a gRPC bind address `host:port` (`[v6]:port`) listens on loopback only."""
+    host = address.rsplit(":", 1)[0].strip("[]")
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def open_or_refuse(book: TokenBook, open_api: bool, address: str) -> None:
+    """Fail closed: an API without tokens starts only when asked to run open and bound to
+    loopback; asking for both tokens and an open API is a contradiction. Raises ValueError
+    saying what to set."""
+    if not book.empty:
+        if open_api:
+            raise ValueError("open_api is set and tokens are configured: choose one")
+        return
+    if not open_api:
+        raise ValueError(
+            "the query API has no tokens: set DEFECTFLOW_STORE_TOKENS or "
+            "DEFECTFLOW_STORE_TOKENS_FILE (name:role:token entries); for a local demo on "
+            "127.0.0.1 only, DEFECTFLOW_STORE_OPEN_API=true"
+        )
+    if not loopback(address):
+        raise ValueError(
+            f"an open query API (no tokens) binds to loopback only, not {address!r}: "
+            "configure tokens to serve other hosts"
+        )
 
 
 def bearer_token(metadata) -> str | None:

@@ -22,7 +22,13 @@ from grpc_reflection.v1alpha import reflection
 from services.common.blobstore import BlobStore
 from services.common.images import encode_png, png_size
 from services.store.adapters import db
-from services.store.adapters.auth import BearerAuthInterceptor, Principal, TokenBook, caller
+from services.store.adapters.auth import (
+    BearerAuthInterceptor,
+    Principal,
+    TokenBook,
+    caller,
+    open_or_refuse,
+)
 from services.store.adapters.images import (
     ImageCorrupt,
     ImageGone,
@@ -494,10 +500,11 @@ def credentials(s: StoreSettings) -> grpc.ServerCredentials | None:
 def serve(engine: sa.Engine, s: StoreSettings, blobs: BlobStore | None = None) -> RunningApi:
     """Start the query API on `s.grpc_address` (port 0 picks a free one)."""
     book = TokenBook(s.tokens, s.tokens_file)
+    open_or_refuse(book, s.open_api, s.grpc_address)
     if book.empty:
         log.warning(
-            "query API runs WITHOUT authentication: no tokens configured "
-            "(set DEFECTFLOW_STORE_TOKENS or DEFECTFLOW_STORE_TOKENS_FILE); local demo only"
+            "query API runs WITHOUT authentication on %s (open_api): local demo only",
+            s.grpc_address,
         )
     feed = db.ChangeFeed(engine).start()
     servicer = InspectionQueryServicer(engine, ApiOptions.from_settings(s), blobs, feed, book)
