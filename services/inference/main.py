@@ -105,8 +105,9 @@ class InferenceHandler:
         self.jobs.append(Job(records, self.pool.submit(self.infer, records), epochs))
 
     def _isolate(self, records: list[ConsumerRecord], exc: BaseException) -> Handled:
-        """A job that failed with an error no check foresaw: its records one by one, and a
-        single record that fails is dead-lettered, so one poison chunk cannot stall us."""
+        """A job that failed with an error that is not transient (one no check foresaw, or
+        Triton refusing a request for good): its records one by one, and a single record
+        that fails is dead-lettered, so one poison chunk cannot stall us."""
         if len(records) > 1:
             log.warning("job of %d records failed (%r): one by one", len(records), exc)
             for r in records:
@@ -114,8 +115,12 @@ class InferenceHandler:
             return Handled()
         if not records:
             return Handled()
-        log.error("record failed with an unexpected error: dead letter", exc_info=exc)
-        err = BadInput("processing_error", f"{type(exc).__name__}: {exc}")
+        if isinstance(exc, BadInput):  # e.g. Triton refused the request for good
+            log.error("record refused: dead letter: %s", exc)
+            err = exc
+        else:
+            log.error("record failed with an unexpected error: dead letter", exc_info=exc)
+            err = BadInput("processing_error", f"{type(exc).__name__}: {exc}")
         return Handled(outputs=[dead_letter("inference", records[0], err)], done=records)
 
     # --- one job, on a worker thread -----------------------------------------------------

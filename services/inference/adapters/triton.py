@@ -11,15 +11,32 @@ import tritonclient.grpc as grpcclient
 from tritonclient.utils import InferenceServerException
 
 from services.common import metrics
-from services.common.errors import Transient
+from services.common.errors import BadInput, Transient
 
 
 def _deliver(done: queue.Queue, index: int, result, error) -> None:  # type: ignore[no-untyped-def]
     done.put((index, result, error))
 
 
+# gRPC codes with which Triton refuses a request that no retry can change (the request
+# does not fit the model: shape, dtype, input or output names)
+REFUSED = ("StatusCode.INVALID_ARGUMENT", "StatusCode.UNIMPLEMENTED")
+
+
+def refused(model: str, exc: InferenceServerException) -> BadInput | None:
+    """The dead-letter error for a request Triton refused for good, None when a retry may
+    succeed (Triton down, overloaded, timed out, a model still loading)."""
+    if str(exc.status()) in REFUSED:
+        return BadInput(
+            "model_refused",
+            f"Triton refused the request to model {model!r} ({exc.status()}): {exc.message()}",
+        )
+    return None
+
+
 class TritonModels:
     def __init__(self, url: str, max_in_flight: int, timeout_s: float, retries: int) -> None:
+        self.url = url
         self.client = grpcclient.InferenceServerClient(url)
         self.max_in_flight = max_in_flight
         self.timeout_s = timeout_s
@@ -32,6 +49,13 @@ class TritonModels:
             try:
                 cfg = self.client.get_model_config(model, as_json=True)["config"]
             except InferenceServerException as exc:
+                served = self.served()
+                if served is not None and model not in served:
+                    raise BadInput(
+                        "unknown_model",
+                        f"Triton at {self.url} serves no model {model!r} (it serves "
+                        f"{', '.join(sorted(served)) or 'none'}): check the recipe's model",
+                    ) from exc
                 raise Transient(
                     f"cannot read config of model {model!r} from Triton: {exc}"
                 ) from exc
@@ -42,6 +66,15 @@ class TritonModels:
                 max(preferred) if preferred else max(1, int(cfg.get("max_batch_size", 1)))
             )
         return self._max_batch[model]
+
+    def served(self) -> set[str] | None:
+        """Names in Triton's model repository (loaded or not); None when Triton does not
+        answer (then nothing can be said about a model)."""
+        try:
+            index = self.client.get_model_repository_index(as_json=True)
+        except InferenceServerException:
+            return None
+        return {m["name"] for m in index.get("models", []) if "name" in m}
 
     def infer_many(
         self, model: str, version: str, batches: list[np.ndarray]
@@ -59,6 +92,8 @@ class TritonModels:
             try:
                 return self._run(model, version, batches, names)
             except (InferenceServerException, queue.Empty) as exc:
+                if isinstance(exc, InferenceServerException) and (bad := refused(model, exc)):
+                    raise bad from exc
                 if attempt == self.retries:
                     raise Transient(
                         f"Triton model {model!r} failed {attempt + 1} times: {exc}"
