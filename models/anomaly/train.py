@@ -16,9 +16,9 @@ from torch import nn
 from models.anomaly.augment import with_nuisance
 from models.anomaly.local_stats import LocalStatsAnomaly, fit_gaussian
 from models.anomaly.patchcore import PatchCore, fit_patchcore
-from models.synth.parts import render_part
 from services.common import register
 from services.common.recipes import Recipe
+from services.common.synthetic import render_part
 from services.tiling.logic import (
     channel_level,
     condition,

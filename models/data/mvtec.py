@@ -22,7 +22,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from models.synth.parts import FAMILY_DEFECTS, NUISANCES, render_part
+from services.common.synthetic import FAMILY_DEFECTS, NUISANCES, render_part
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 ANNOTATIONS = "annotations.jsonl"
@@ -77,7 +77,7 @@ class SynthPlan:
     test_per_type: int = 10  # per defect type, half obvious, half subtle
     seed: int = 0
     types: tuple[str, ...] = ()  # default: the family's defect types
-    nuisance: str = "line"  # profile of the training images (models.synth.parts.NUISANCES)
+    nuisance: str = "line"  # profile of the training images (services.common.synthetic.NUISANCES)
     test_nuisance: str | None = None  # profile of the test images; default: `nuisance`
 
     def __post_init__(self) -> None:

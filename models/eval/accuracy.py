@@ -33,8 +33,8 @@ from models.eval.report import evaluate_family
 from models.eval.supervised import evaluate_detector
 from models.prepare import TEMPLATES, fit_from_images, prepare_defects
 from models.supervised.train import TrainConfig
-from models.synth.parts import FAMILIES, LINE, SHIFTED, Nuisance
 from services.common.recipes import Recipe, Roi, load_recipe
+from services.common.synthetic import FAMILIES, LINE, SHIFTED, Nuisance
 
 TARGETS = {"image_auroc": 0.98, "aupro_0.3": 0.90, "box_map50": 0.80}
 SPLITS = ("line", "shifted")

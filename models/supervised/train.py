@@ -19,8 +19,8 @@ import torch
 
 from models.anomaly.patchcore import PatchFeatures
 from models.supervised.defectnet import STRIDE, DefectNet, Heads, box_targets, losses
-from models.synth.parts import DEFECT_TYPES, FAMILIES, FAMILY_DEFECTS, render_part
 from services.common.domain import Rect
+from services.common.synthetic import DEFECT_TYPES, FAMILIES, FAMILY_DEFECTS, render_part
 from services.tiling.logic import preprocess, tile_grid
 
 TRAIN_SEED_BLOCK = 7_000_000

@@ -145,7 +145,7 @@ def machine_info() -> dict:
 
 def sample_tiles(stack: LocalStack, n_frames: int = 2) -> np.ndarray:
     """Real preprocessed tiles of synthetic parts, as the tiling service makes them."""
-    from models.synth.parts import render_part
+    from services.common.synthetic import render_part
 
     recipe = stack.prepare_models().recipe
     out = []

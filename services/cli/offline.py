@@ -52,7 +52,7 @@ def synth(
     """Render seeded part images with defects in the MVTec AD layout, plus annotations.jsonl
     (class, severity, boxes, nuisance profile). Same arguments, same bytes."""
     from models.data.mvtec import SynthPlan, write_synthetic
-    from models.synth.parts import FAMILIES, NUISANCES
+    from services.common.synthetic import FAMILIES, NUISANCES
 
     for name, value in (("--nuisance", nuisance), ("--test-nuisance", test_nuisance)):
         if value is not None and value not in NUISANCES:
@@ -185,7 +185,7 @@ def accuracy(
 ) -> None:
     """Generate data, fit and train every reference model, evaluate, write the report."""
     from models.eval.accuracy import REPORT_SEED_BLOCK, SPLITS, Counts, run
-    from models.synth.parts import FAMILIES
+    from services.common.synthetic import FAMILIES
 
     chosen = {"both": SPLITS, **{s: (s,) for s in SPLITS}}.get(splits)
     if chosen is None:

@@ -26,7 +26,6 @@ from services.localstack.process import ManagedProcess, free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 RULES = ROOT / "monitoring" / "rules" / "defectflow.rules.yml"
-STAGE_JOBS = ("ingest", "tiling", "inference", "postprocess", "store")
 
 
 def prometheus_binary(name: str = "prometheus") -> str:

@@ -180,7 +180,3 @@ def inspect_folder(
             if progress:
                 progress(n, len(paths))
     return results
-
-
-def read_results(out: Path) -> list[dict]:
-    return [json.loads(line) for line in (Path(out) / RESULTS).read_text().splitlines()]

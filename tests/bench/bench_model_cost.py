@@ -21,7 +21,6 @@ if __package__ in (None, ""):
 
 from models.anomaly.patchcore import PatchCore, feature_dim  # noqa: E402
 from models.anomaly.train import export_onnx  # noqa: E402
-from models.synth.parts import render_part  # noqa: E402
 from services.common import register  # noqa: E402
 from services.common.domain import Rect  # noqa: E402
 from services.common.recipes import (  # noqa: E402
@@ -32,6 +31,7 @@ from services.common.recipes import (  # noqa: E402
     Thresholds,
     Tiling,
 )
+from services.common.synthetic import render_part  # noqa: E402
 from services.offline.runner import OnnxRunner  # noqa: E402
 from services.tiling.logic import condition, recipe_tiles  # noqa: E402
 

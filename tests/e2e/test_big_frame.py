@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 import sqlalchemy as sa
 
-from models.synth.parts import render_part
 from services.common.domain import Rect
+from services.common.synthetic import render_part
 from services.tiling.logic import tile_grid
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
@@ -96,8 +96,8 @@ def test_scratch_across_tile_borders_is_one_defect(stack, tmp_path):
 def test_a_recipe_with_a_detector_runs_both_models_through_triton(stack, tmp_path):
     """Changeover by recipe id on the frame: the same line switches to a recipe that also
     runs DefectNet; its boxes reach postprocess and the model versions are recorded."""
-    from models.synth.parts import DEFECT_TYPES
     from services.common.recipes import Detector, load_recipe, save_recipe
+    from services.common.synthetic import DEFECT_TYPES
 
     base = load_recipe(stack.prepared.recipe_path)
     recipe = base.model_copy(

@@ -9,10 +9,10 @@ import yaml
 from scipy.stats import binom
 from typer.testing import CliRunner
 
-from models.synth.parts import render_part
 from services.cli.main import app
 from services.common import drift
 from services.common.recipes import load_recipe
+from services.common.synthetic import render_part
 from services.offline.inspect import Inspector
 
 pytestmark = pytest.mark.integration

@@ -6,7 +6,7 @@ import torch
 import tritonclient.grpc as grpcclient
 
 from models.anomaly import train
-from models.synth.parts import render_part
+from services.common.synthetic import render_part
 from services.common.tensors import resize_tiles, tile_core
 from services.inference.adapters.triton import TritonModels
 from services.offline.runner import OnnxRunner

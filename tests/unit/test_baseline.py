@@ -7,8 +7,8 @@ import pytest
 
 from models.data.mvtec import SynthPlan, write_synthetic
 from models.eval.baseline import StockPatchCore, evaluate_baseline
-from models.synth.parts import render_part
 from services.common.recipes import Roi
+from services.common.synthetic import render_part
 
 SIZE = (192, 192)
 FAMILY = "woven_fabric"

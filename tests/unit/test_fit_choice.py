@@ -6,8 +6,8 @@ from __future__ import annotations
 import pytest
 
 from models.prepare import fit_from_images
-from models.synth.parts import render_part
 from services.common.recipes import Candidate, Fit, Recipe, Thresholds, Tiling, load_recipe
+from services.common.synthetic import render_part
 
 pytestmark = pytest.mark.slow
 

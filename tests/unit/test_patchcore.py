@@ -6,8 +6,8 @@ import torch
 
 from models.anomaly.patchcore import fit_patchcore, greedy_coreset
 from models.backbone.lite0 import lite0_features, pretrained_state
-from models.synth.parts import render_part
 from services.common.domain import Rect
+from services.common.synthetic import render_part
 from services.tiling.logic import preprocess, tile_grid
 
 

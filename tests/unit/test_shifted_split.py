@@ -9,8 +9,8 @@ import pytest
 from typer.testing import CliRunner
 
 from models.data.mvtec import SynthPlan, load_family, read_image, split, write_synthetic
-from models.synth.parts import LINE, SHIFTED, _print, render_part
 from services.cli.main import app
+from services.common.synthetic import LINE, SHIFTED, _print, render_part
 
 # sha256 of render_part(...)[0].tobytes(), computed with the generator before it had
 # nuisance profiles; fixtures, the demo and the published figures depend on these bytes

@@ -7,8 +7,8 @@ import numpy as np
 from typer.testing import CliRunner
 
 from models.data.mvtec import SynthPlan, load_family, split, write_synthetic
-from models.synth.parts import render_part
 from services.cli.main import app
+from services.common.synthetic import render_part
 
 
 def digest(folder):

@@ -11,7 +11,7 @@ from typing import Protocol
 import cv2
 import numpy as np
 
-from models.synth.parts import render_part
+from services.common.synthetic import render_part
 
 
 @dataclass(frozen=True)

@@ -22,7 +22,6 @@ import numpy as np
 
 FAMILIES = ("brushed_metal", "woven_fabric", "printed_pattern")
 DEFECT_TYPES = ("scratch", "spot", "hole", "contamination", "stain", "crack", "missing_feature")
-SEVERITIES = ("obvious", "subtle")
 # a missing feature needs a feature: only structured parts (printed dots) have one; on a
 # random texture "flattened" texture is not a defect a person could point at either
 FAMILY_DEFECTS = {
