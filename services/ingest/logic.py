@@ -1,9 +1,10 @@
-"""Ingest decisions: frame identity, keys, and the camera drop policy."""
+"""Ingest decisions: frame identity, keys, the camera drop policy, what a log may show."""
 
 from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
+from urllib.parse import urlsplit, urlunsplit
 
 
 def new_frame_id() -> str:
@@ -32,3 +33,19 @@ class Pacer:
             self.next_due += skipped * self.period_s
         self.next_due += self.period_s
         return True
+
+
+def redacted(url: str) -> str:
+    """A camera URL as logs and health reports may show it: the password of its user
+    (rtsp://user:secret@host/...) replaced by ***; anything else unchanged."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return url
+    if parts.password is None:
+        return url
+    host = parts.hostname or ""
+    if ":" in host:  # IPv6 literal
+        host = f"[{host}]"
+    netloc = f"{parts.username}:***@{host}" + (f":{parts.port}" if parts.port else "")
+    return urlunsplit(parts._replace(netloc=netloc))

@@ -39,23 +39,24 @@ def wrong_way(path: Path, imported: str) -> str | None:
     """Why `path` may not import `imported`, None when it may."""
     here = path.relative_to(ROOT).with_suffix("").parts
     top, sub = room(imported)
-    if here[0] == "services" and here[1] in RUNTIME and top == "models":
+    in_services = here[0] == "services"
+    runtime = in_services and here[1] in RUNTIME
+    to_stage = top == "services" and sub in STAGES
+    to_tool = top == "services" and sub in TOOLS
+    shares_logic = imported.split(".")[2:3] == ["logic"]
+    if runtime and top == "models":
         return "a runtime service imports training code (models/)"
-    if here[0] == "services" and here[1] in RUNTIME and top == "services" and sub in TOOLS:
+    if runtime and to_tool:
         return f"a runtime service imports the {sub} tool"
-    if here[0] == "services" and here[1] == "common" and top == "services":
-        if sub not in ("common", ""):
-            return "services/common imports a stage or tool: common is below every stage"
-    if here[0] == "services" and here[1] in STAGES and top == "services" and sub in STAGES:
-        if sub != here[1]:
-            return f"stage {here[1]} imports stage {sub}: stages talk through topics"
-    if here[0] == "services" and here[1] == "offline" and top == "services" and sub in STAGES:
-        if imported.split(".")[2:3] != ["logic"]:
-            return "offline inspection may share a stage's logic, not its service or adapters"
-    if here[0] == "models" and top == "services" and sub in STAGES:
-        if imported.split(".")[2:3] != ["logic"]:
-            return "models/ may share a stage's logic, not its service or adapters"
-    if here[0] == "models" and top == "services" and sub in TOOLS:
+    if in_services and here[1] == "common" and top == "services" and sub not in ("common", ""):
+        return "services/common imports a stage or tool: common is below every stage"
+    if in_services and here[1] in STAGES and to_stage and sub != here[1]:
+        return f"stage {here[1]} imports stage {sub}: stages talk through topics"
+    if in_services and here[1] == "offline" and to_stage and not shares_logic:
+        return "offline inspection may share a stage's logic, not its service or adapters"
+    if here[0] == "models" and to_stage and not shares_logic:
+        return "models/ may share a stage's logic, not its service or adapters"
+    if here[0] == "models" and to_tool:
         return f"models/ imports the {sub} tool"
     return None
 

@@ -53,3 +53,20 @@ def test_unknown_recipe_is_bad_input_naming_the_frame(tmp_path):
         RecipeBook(tmp_path).require("no-such-recipe")
     assert err.value.reason == "unknown_recipe" and err.value.frame_id == "frame-42"
     assert "no-such-recipe" in err.value.detail
+
+
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        ("rtsp://op:s3cret@10.0.0.7:554/line1", "rtsp://op:***@10.0.0.7:554/line1"),
+        ("rtsp://op:s3cret@[fe80::1]/cam?x=1", "rtsp://op:***@[fe80::1]/cam?x=1"),
+        ("rtsp://10.0.0.7/line1", "rtsp://10.0.0.7/line1"),  # nothing to hide
+        ("/dev/video0", "/dev/video0"),
+        ("0", "0"),
+    ],
+)
+def test_camera_urls_are_logged_without_their_password(url, shown):
+    from services.ingest.logic import redacted
+
+    assert redacted(url) == shown
+    assert "s3cret" not in redacted(url)

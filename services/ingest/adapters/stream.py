@@ -18,6 +18,7 @@ import time
 import cv2
 
 from services.ingest.adapters.drivers import CameraSpec, Grab, ThreadedDriver
+from services.ingest.logic import redacted
 
 log = logging.getLogger("defectflow.ingest.stream")
 
@@ -75,11 +76,13 @@ class StreamCamera(ThreadedDriver):
             self._opening, self._last_frame = False, time.monotonic()
             try:
                 if not cap.isOpened():
-                    raise ConnectionError(f"cannot open {self.spec.url or source}")
+                    raise ConnectionError(f"cannot open {redacted(self.spec.url or str(source))}")
                 if self._down_since is not None:
                     self._health.reconnects += 1
                 self._health.connected = True
-                log.info("camera %s streaming from %s", self.name, self.spec.url or source)
+                log.info(
+                    "camera %s streaming from %s", self.name, redacted(self.spec.url or str(source))
+                )
                 while self._current(gen):
                     ok, image = cap.read()
                     if not self._current(gen):
