@@ -15,7 +15,7 @@ import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import parse_qsl, urlencode
+from urllib.parse import parse_qsl, urlencode, urlsplit
 
 import cv2
 import grpc
@@ -51,6 +51,7 @@ class Session:
     role: str
     authenticated: bool
     expires: float
+    csrf: str  # every form of this session posts it back (a forged cross-site form cannot)
 
     @property
     def can_review(self) -> bool:
@@ -59,6 +60,10 @@ class Session:
 
 class NotSignedIn(Exception):
     pass
+
+
+class CrossSite(Exception):
+    """A POST that a page of this console did not send (CSRF): refused with 403."""
 
 
 def create_app(settings: ConsoleSettings, api: QueryApi | None = None) -> FastAPI:
@@ -113,7 +118,36 @@ def create_app(settings: ConsoleSettings, api: QueryApi | None = None) -> FastAP
             who.role,
             who.authenticated,
             time.time() + settings.session_hours * 3600,
+            secrets.token_urlsafe(24),
         )
+
+    def same_origin(request: Request) -> bool:
+        """The browser says the form came from this console: its Origin (or, where a
+        browser sends none, its Referer) names the host the request was sent to."""
+        source = request.headers.get("origin") or request.headers.get("referer") or ""
+        return bool(source) and urlsplit(source).netloc == request.headers.get("host", "")
+
+    async def posted(request: Request, s: Session | None) -> dict[str, str]:
+        """The form of a POST that may change something: refused (CrossSite) unless it
+        comes from this console's own page and, in a session, carries its CSRF token.
+        Calls with a bearer token carry no ambient credential, so they need neither."""
+        form = await form_of(request)
+        if bearer(request) is not None:
+            return form
+        if not same_origin(request):
+            raise CrossSite("the request did not come from this console (Origin check)")
+        if s is not None and not secrets.compare_digest(form.get("csrf", ""), s.csrf):
+            raise CrossSite("the form's CSRF token is missing or stale: reload the page")
+        return form
+
+    def sweep(now: float) -> None:
+        for sid in [k for k, v in sessions.items() if v.expires < now]:
+            del sessions[sid]
+
+    @app.exception_handler(CrossSite)
+    async def cross_site(request: Request, exc: CrossSite):
+        log.warning("console refused a POST to %s: %s", request.url.path, exc)
+        return page(request, "error.html", None, 403, message=str(exc))
 
     @app.exception_handler(NotSignedIn)
     async def not_signed_in(request: Request, _exc: NotSignedIn):
@@ -157,7 +191,7 @@ def create_app(settings: ConsoleSettings, api: QueryApi | None = None) -> FastAP
 
     @app.post("/login")
     async def login(request: Request):
-        form = await form_of(request)
+        form = await posted(request, None)  # no session yet: the Origin check (login CSRF)
         target = safe_next(form.get("next", "/"))
         try:
             s = await sign_in(form.get("token", "").strip())
@@ -171,6 +205,7 @@ def create_app(settings: ConsoleSettings, api: QueryApi | None = None) -> FastAP
                 error="The store refused this token. Check it and try again.",
             )
         sid = secrets.token_urlsafe(32)
+        sweep(time.time())
         sessions[sid] = s
         resp = RedirectResponse(target, 303)
         resp.set_cookie(
@@ -179,13 +214,14 @@ def create_app(settings: ConsoleSettings, api: QueryApi | None = None) -> FastAP
             max_age=int(settings.session_hours * 3600),
             httponly=True,
             samesite="strict",
-            secure=settings.secure_cookies,
+            secure=settings.cookies_secure,
         )
         log.info("console sign-in: %s (%s)", s.name, s.role)
         return resp
 
     @app.post("/logout")
     async def logout(request: Request):
+        await posted(request, await session_of(request))
         sessions.pop(request.cookies.get(COOKIE, ""), None)
         resp = RedirectResponse("/login", 303)
         resp.delete_cookie(COOKIE)
@@ -359,7 +395,7 @@ def create_app(settings: ConsoleSettings, api: QueryApi | None = None) -> FastAP
     @app.post("/inspection/{frame_id}/review")
     async def submit_review(request: Request, frame_id: str):
         s = await session_of(request)
-        form = await form_of(request)
+        form = await posted(request, s)
         disposition = {"ok": 1, "ng": 2}.get(form.get("disposition", ""), 0)
         if not disposition:
             raise ValueError("choose OK or NG")

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import ipaddress
 from pathlib import Path
 
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -22,7 +23,18 @@ class ConsoleSettings(BaseSettings):
     max_export_rows: int = 100_000
     session_hours: float = 12.0
     call_timeout_s: float = 10.0
-    secure_cookies: bool = False  # set behind HTTPS
+    # the session cookie only over HTTPS; unset: on unless the console binds to loopback
+    # (the local demo over plain http); browsers treat http://localhost as secure anyway
+    secure_cookies: bool | None = None
     metrics_port: int = 0  # Prometheus /metrics (process metrics); 0 = none
     metrics_addr: str = "127.0.0.1"  # 0.0.0.0 in a pod, so Prometheus can scrape it
     log_level: str = "INFO"
+
+    @property
+    def cookies_secure(self) -> bool:
+        if self.secure_cookies is not None:
+            return self.secure_cookies
+        try:
+            return not ipaddress.ip_address(self.host).is_loopback
+        except ValueError:
+            return self.host != "localhost"

@@ -7,6 +7,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import re
 import time
 
 import cv2
@@ -93,9 +94,16 @@ def console(store_api):
         yield client
 
 
+SAME_SITE = {"origin": "http://testserver"}  # what a browser sends with the console's forms
+
+
 def sign_in(client: TestClient, token: str) -> None:
-    r = client.post("/login", data={"token": token, "next": "/gallery"})
+    r = client.post("/login", data={"token": token, "next": "/gallery"}, headers=SAME_SITE)
     assert r.status_code == 303 and r.headers["location"] == "/gallery", r.text
+
+
+def csrf_of(page: str) -> str:
+    return re.search(r'name="csrf" value="([^"]+)"', page).group(1)
 
 
 def test_requests_without_a_valid_token_are_refused(console):
@@ -104,7 +112,7 @@ def test_requests_without_a_valid_token_are_refused(console):
     assert console.get("/events").status_code == 401
     page = console.get("/gallery", headers={"accept": "text/html"})
     assert page.status_code == 303 and page.headers["location"].startswith("/login")
-    bad = console.post("/login", data={"token": "wrong-token-0000000000"})
+    bad = console.post("/login", data={"token": "wrong-token-0000000000"}, headers=SAME_SITE)
     assert bad.status_code == 401 and "refused" in bad.text
     assert console.get("/export.csv").status_code == 401
     assert (
@@ -157,16 +165,19 @@ def test_a_review_in_the_console_is_visible_through_grpc(console, store_api):
     sign_in(console, READ)
     detail = console.get("/inspection/c-002")
     assert detail.status_code == 200 and "may look but not review" in detail.text
-    refused = console.post("/inspection/c-002/review", data={"disposition": "ok"})
-    assert refused.status_code == 403
+    refused = console.post(
+        "/inspection/c-002/review",
+        data={"disposition": "ok", "csrf": csrf_of(detail.text)},
+        headers=SAME_SITE,
+    )
+    assert refused.status_code == 403 and "PERMISSION_DENIED" in refused.text
 
     sign_in(console, ANNA)
     queue = console.get("/review")
     assert "c-002" in queue.text  # a REVIEW verdict waiting for a decision
-    saved = console.post(
-        "/inspection/c-002/review",
-        data={"disposition": "ng", "defect_class": "dent", "comment": "edge chip", "queue": "1"},
-    )
+    form = {"disposition": "ng", "defect_class": "dent", "comment": "edge chip", "queue": "1"}
+    form["csrf"] = csrf_of(console.get("/inspection/c-002").text)
+    saved = console.post("/inspection/c-002/review", data=form, headers=SAME_SITE)
     assert saved.status_code == 303 and saved.headers["location"] == "/review?saved=c-002"
     assert "c-002" not in console.get("/review").text.split("Audit sample")[0]
 
@@ -185,6 +196,44 @@ def test_a_review_in_the_console_is_visible_through_grpc(console, store_api):
         "anna",
     )
     assert "edge chip" in console.get("/inspection/c-002").text
+
+
+def test_forged_cross_site_posts_are_refused(console, store_api):
+    # login CSRF: a foreign page posting the attacker's token into the victim's browser
+    assert console.post("/login", data={"token": ANNA}).status_code == 403
+    foreign = {"origin": "https://evil.example"}
+    assert console.post("/login", data={"token": ANNA}, headers=foreign).status_code == 403
+    sign_in(console, ANNA)
+    good = csrf_of(console.get("/inspection/c-003").text)
+    review = {"disposition": "ok", "csrf": good}
+    assert console.post("/inspection/c-003/review", data=review, headers=foreign).status_code == 403
+    stale = {"disposition": "ok", "csrf": "not-this-session"}
+    assert (
+        console.post("/inspection/c-003/review", data=stale, headers=SAME_SITE).status_code == 403
+    )
+    no_token = {"disposition": "ok"}
+    assert (
+        console.post("/inspection/c-003/review", data=no_token, headers=SAME_SITE).status_code
+        == 403
+    )
+    assert console.post("/logout", headers=foreign).status_code == 403
+    # the Referer stands in where a browser sends no Origin; nothing was saved before this
+    referer = {"referer": "http://testserver/inspection/c-003"}
+    saved = console.post("/inspection/c-003/review", data=review, headers=referer)
+    assert saved.status_code == 303
+    stub = query_pb2_grpc.InspectionQueryStub(grpc.insecure_channel(f"127.0.0.1:{store_api}"))
+    rec = stub.GetInspection(
+        query_pb2.GetInspectionRequest(frame_id="c-003"),
+        metadata=[("authorization", f"Bearer {READ}")],
+        timeout=10,
+    )
+    assert len(rec.reviews) == 1
+
+
+def test_session_cookies_are_secure_unless_the_console_binds_to_loopback():
+    assert not ConsoleSettings(host="127.0.0.1").cookies_secure
+    assert ConsoleSettings(host="0.0.0.0").cookies_secure
+    assert not ConsoleSettings(host="0.0.0.0", secure_cookies=False).cookies_secure
 
 
 def test_daily_report_from_the_api(store_api, tmp_path):
@@ -220,7 +269,7 @@ def test_an_open_api_signs_in_with_an_empty_token(postgres, store_api, tmp_path)
     try:
         app = create_app(ConsoleSettings(query_target=f"127.0.0.1:{api.port}"))
         with TestClient(app, follow_redirects=False) as client:
-            assert client.post("/login", data={"token": ""}).status_code == 303
+            assert client.post("/login", data={"token": ""}, headers=SAME_SITE).status_code == 303
             page = client.get("/review").text
             assert "open API" in page and "(admin)" in page
     finally:
