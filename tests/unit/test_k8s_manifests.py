@@ -428,3 +428,35 @@ def test_builtin_kinds_validate_against_schemas(docs):
         if d["kind"] in CRD_REQUIRED or d["kind"] == "KafkaTopic":
             continue  # custom resources: checked above
         kv.validate(d, version, strict=True)
+
+
+def test_every_server_in_the_cluster_takes_connections_only_from_its_clients(docs):
+    """Kafka, PostgreSQL and Triton, where an overlay runs them, have a NetworkPolicy that
+    selects their pods and lets in only their clients on their ports."""
+    expected = {
+        "kafka": (9092, {"app.kubernetes.io/component": "stage"}),
+        "postgres": (5432, {"app.kubernetes.io/name": "store"}),
+        "triton": (8001, {"app.kubernetes.io/name": "inference"}),
+    }
+    served = {
+        d["spec"]["template"]["metadata"]["labels"].get("app.kubernetes.io/name")
+        for d in docs
+        if d["kind"] in ("Deployment", "StatefulSet")
+    }
+    policies = of_kind(docs, "NetworkPolicy")
+    checked = 0
+    for name, (port, client) in expected.items():
+        if name not in served:
+            continue  # outside the cluster in this overlay (Strimzi Kafka, managed PostgreSQL)
+        (policy,) = [
+            p
+            for p in policies
+            if p["spec"]["podSelector"].get("matchLabels") == {"app.kubernetes.io/name": name}
+        ]
+        assert policy["spec"]["policyTypes"] == ["Ingress"]
+        rules = [
+            r for r in policy["spec"]["ingress"] if {"protocol": "TCP", "port": port} in r["ports"]
+        ]
+        assert [r["from"] for r in rules] == [[{"podSelector": {"matchLabels": client}}]], name
+        checked += 1
+    assert checked >= 1
