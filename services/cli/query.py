@@ -213,7 +213,9 @@ def stats(
     until: str = typer.Option("", help="to: ISO time or 8h / 2d ago; default now"),
     by_line: bool = typer.Option(False, "--by-line", help="one group per line"),
     bucket: str = typer.Option("none", help="time groups: none, hour, shift, day"),
-    tz: str = typer.Option("", help="IANA time zone for hour/shift/day; default the store's"),
+    tz: str = typer.Option(
+        "", "--time-zone", "--tz", help="IANA time zone for hour/shift/day; default the store's"
+    ),
     shift: list[str] = typer.Option([], "--shift", help="shift start HH:MM (repeatable)"),
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
