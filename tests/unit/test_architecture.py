@@ -19,6 +19,8 @@ TOOLS = ("cli", "bench", "localstack")  # may call anything
 
 
 def imports_of(path: Path) -> list[str]:
+    """Every module a file imports; `from package import name` counts `package.name` too
+    (a submodule, where `name` is one)."""
     tree = ast.parse(path.read_text(), str(path))
     names = []
     for node in ast.walk(tree):
@@ -26,7 +28,48 @@ def imports_of(path: Path) -> list[str]:
             names += [a.name for a in node.names]
         elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
             names.append(node.module)
+            names += [f"{node.module}.{a.name}" for a in node.names]
     return names
+
+
+def module_name(path: Path) -> str:
+    parts = path.relative_to(ROOT).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """The strongly connected components with more than one module (Tarjan)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    found: list[list[str]] = []
+
+    def visit(v: str) -> None:
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        on_stack.add(v)
+        for w in graph.get(v, ()):
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in on_stack:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            comp = []
+            while True:
+                w = stack.pop()
+                on_stack.discard(w)
+                comp.append(w)
+                if w == v:
+                    break
+            if len(comp) > 1:
+                found.append(sorted(comp))
+
+    for v in sorted(graph):
+        if v not in index:
+            visit(v)
+    return found
 
 
 def room(module: str) -> tuple[str, str]:
@@ -106,3 +149,17 @@ def test_a_planted_backwards_import_is_caught(file, imported):
 )
 def test_the_allowed_directions_pass(file, imported):
     assert wrong_way(ROOT / file, imported) is None
+
+
+def test_no_module_imports_itself_through_others():
+    modules = {module_name(p): p for p in python_files()}
+    graph = {
+        name: {m for m in imports_of(path) if m in modules and m != name}
+        for name, path in modules.items()
+    }
+    assert cycles(graph) == []
+
+
+def test_a_planted_circle_is_caught():
+    graph = {"a.x": {"a.y"}, "a.y": {"a.z"}, "a.z": {"a.x"}, "a.w": {"a.x"}}
+    assert cycles(graph) == [["a.x", "a.y", "a.z"]]

@@ -7,7 +7,8 @@ import os
 import numpy as np
 import pytest
 
-from services.ingest.adapters.drivers import CameraFleet, LegacyDriver, parse_cameras
+from services.ingest.adapters.driver import SourceDriver, parse_cameras
+from services.ingest.adapters.fleet import CameraFleet
 from services.ingest.adapters.pixels import to_image
 
 
@@ -55,7 +56,7 @@ def _write(path, text):
 def test_fleet_adds_removes_and_reopens_cameras_at_runtime(tmp_path):
     opened, closed = [], []
 
-    class Tracked(LegacyDriver):
+    class Tracked(SourceDriver):
         def open(self):
             opened.append(self.name)
 

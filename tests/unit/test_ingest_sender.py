@@ -7,8 +7,8 @@ import logging
 import threading
 
 from services.ingest.adapters.cameras import GroundTruthLog
+from services.ingest.adapters.publish import Sender
 from services.ingest.adapters.spool import Spool, Spooled
-from services.ingest.main import Sender
 
 
 class Acked:

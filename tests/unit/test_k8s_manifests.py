@@ -322,7 +322,7 @@ def test_console_serves_its_probe_path_and_reaches_the_store(docs):
 
 def test_recipes_lines_and_cameras_agree(docs):
     from services.common.recipes import Recipe, load_recipe
-    from services.ingest.adapters.drivers import parse_cameras
+    from services.ingest.adapters.driver import parse_cameras
 
     served = {p.name for p in (ROOT / "models" / "repository").iterdir() if p.is_dir()}
     recipes = {}

@@ -21,6 +21,7 @@ BOUNDED_LABELS = {
     "topic",
     "partition",
     "line",
+    "station",
     "camera",
     "recipe",
     "model",

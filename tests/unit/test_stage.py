@@ -14,8 +14,8 @@ from services.cli.dlq import Letter, replayable, select
 from services.common import topics
 from services.common.stage import OffsetTracker
 from services.ingest.adapters.cameras import GroundTruthLog, SyntheticCamera
+from services.ingest.adapters.publish import recover
 from services.ingest.adapters.spool import Spool, Spooled
-from services.ingest.main import recover
 
 
 def rec(offset: int, partition: int = 0) -> ConsumerRecord:

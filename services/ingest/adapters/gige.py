@@ -17,7 +17,7 @@ import logging
 import threading
 import time
 
-from services.ingest.adapters.drivers import CameraSpec, Grab, ThreadedDriver
+from services.ingest.adapters.driver import CameraSpec, Grab, ThreadedDriver
 from services.ingest.adapters.pixels import to_image
 
 log = logging.getLogger("defectflow.ingest.gige")

@@ -17,7 +17,7 @@ import time
 
 import cv2
 
-from services.ingest.adapters.drivers import CameraSpec, Grab, ThreadedDriver
+from services.ingest.adapters.driver import CameraSpec, Grab, ThreadedDriver
 from services.ingest.logic import redacted
 
 log = logging.getLogger("defectflow.ingest.stream")

@@ -1,4 +1,5 @@
-"""One small interface for every camera ingest reads, and the cameras file that selects them.
+"""One small interface for every camera ingest reads, and the cameras file that selects them
+(the fleet that keeps the drivers in step with it: adapters/fleet.py).
 
 A driver is opened, asked for frames by tag (`request`: a PLC part id, or a sequence
 number at a free-running camera's frame rate), hands back the frames it has (`take`,
@@ -20,15 +21,13 @@ import threading
 import time
 from collections import deque
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Literal, Protocol
 
 import numpy as np
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from services.common.watched import WatchedFile
-from services.ingest.adapters.cameras import Camera, FolderCamera, SyntheticCamera, VideoCamera
+from services.ingest.adapters.cameras import Camera
 
 log = logging.getLogger("defectflow.ingest.cameras")
 
@@ -62,6 +61,14 @@ class CameraSpec(BaseModel):
     width: int = 512
     height: int = 512
     defect_rate: float = 0.3
+    defect_types: list[str] = ["scratch", "spot", "hole", "contamination", "crack"]
+    # synthetic: after `illumination_after` parts the lamp changes by `illumination_gain` and
+    # the lens defocuses by `defocus_sigma` px (drift demos and tests); `pool` > 0 renders
+    # that many parts and shows them again in turn (benchmarks: a camera costs no CPU)
+    illumination_gain: float = 1.0
+    illumination_after: int = 0
+    defocus_sigma: float = Field(0.0, ge=0.0)
+    pool: int = 0
 
 
 class CamerasFile(BaseModel):
@@ -170,8 +177,8 @@ class ThreadedDriver:
         return self._health
 
 
-class LegacyDriver:
-    """The synthetic, folder and video cameras: they read synchronously, in `request`."""
+class SourceDriver:
+    """The synthetic, folder and video sources: they read synchronously, in `request`."""
 
     def __init__(self, name: str, spec: CameraSpec, camera: Camera) -> None:
         self.name, self.spec, self.camera = name, spec, camera
@@ -204,34 +211,6 @@ class LegacyDriver:
         return None
 
 
-def make_driver(name: str, spec: CameraSpec) -> Driver:
-    """A closed driver for one camera of the cameras file."""
-    if spec.driver == "gige":
-        from services.ingest.adapters.gige import AravisCamera  # optional extra: defectflow[gige]
-
-        return AravisCamera(name, spec)
-    if spec.driver in ("rtsp", "usb"):
-        from services.ingest.adapters.stream import StreamCamera
-
-        return StreamCamera(name, spec)
-    if spec.driver == "synthetic":
-        cam: Camera = SyntheticCamera(
-            spec.line,
-            spec.station,
-            name,
-            spec.family,
-            spec.seed,
-            spec.defect_rate,
-            ["scratch", "spot", "hole", "contamination", "crack"],
-            (spec.width, spec.height),
-        )
-    elif spec.driver == "folder":
-        cam = FolderCamera(spec.line, spec.station, name, Path(spec.path))
-    else:
-        cam = VideoCamera(spec.line, spec.station, name, Path(spec.path))
-    return LegacyDriver(name, spec, cam)
-
-
 def parse_cameras(text: str) -> CamerasFile:
     """The cameras file's content, validated. Raises ValueError saying what is wrong."""
     try:
@@ -239,48 +218,3 @@ def parse_cameras(text: str) -> CamerasFile:
         return CamerasFile.model_validate(data)
     except (yaml.YAMLError, ValidationError) as exc:
         raise ValueError(str(exc)) from exc
-
-
-class CameraFleet:
-    """The open drivers, kept in step with the cameras file."""
-
-    def __init__(self, path: Path, factory=make_driver) -> None:  # type: ignore[no-untyped-def]
-        self.path = Path(path)
-        self.factory = factory
-        self.config = CamerasFile()
-        self.drivers: dict[str, Driver] = {}
-        self.file = WatchedFile(self.path)
-        self.added: list[str] = []
-        self.removed: list[str] = []
-
-    def refresh(self) -> bool:
-        """Apply a changed file; True when cameras were added, removed or reopened."""
-        text = self.file.changed()
-        if text is None:
-            return False
-        try:
-            new = parse_cameras(text)
-        except ValueError as exc:
-            log.error("cameras file %s ignored, keeping the last good one: %s", self.path, exc)
-            return False
-        old = self.config.cameras
-        self.added = [n for n, s in new.cameras.items() if old.get(n) != s]
-        self.removed = [n for n, s in old.items() if new.cameras.get(n) != s]
-        for name in self.removed:
-            self.drivers.pop(name).close()
-            log.info("camera %s removed", name)
-        for name in self.added:
-            driver = self.factory(name, new.cameras[name])
-            driver.open()
-            self.drivers[name] = driver
-            log.info("camera %s added (%s)", name, new.cameras[name].driver)
-        self.config = new
-        return bool(self.added or self.removed)
-
-    def at_station(self, station: str) -> list[Driver]:
-        return [d for d in self.drivers.values() if d.spec.station == station]
-
-    def close(self) -> None:
-        for d in self.drivers.values():
-            d.close()
-        self.drivers.clear()
