@@ -30,10 +30,37 @@ class TileRect(Rect):
 
 
 class Verdict(enum.IntEnum):
-    # values equal defectflow.v1.Verdict
+    """A frame's or a part's verdict; the values equal defectflow.v1.Verdict (NONE: no
+    verdict yet, the PLC's Verdict node before a part is decided)."""
+
+    NONE = 0
     OK = 1
     NG = 2
     REVIEW = 3
+
+
+# The one table of how a verdict is shown: on pages and charts (hex on white) and drawn
+# on images (OpenCV BGR, bright on any part)
+VERDICT_HEX = {
+    Verdict.NONE: "#808080",
+    Verdict.OK: "#1f7a3a",
+    Verdict.NG: "#b3261e",
+    Verdict.REVIEW: "#c08400",
+}
+VERDICT_BGR = {
+    Verdict.NONE: (128, 128, 128),
+    Verdict.OK: (0, 200, 0),
+    Verdict.NG: (0, 0, 255),
+    Verdict.REVIEW: (0, 190, 255),
+}
+
+
+def verdict_name(code: int) -> str:
+    """ "OK", "NG", "REVIEW" ("NONE" for 0); "?" for a code no verdict has."""
+    try:
+        return Verdict(int(code)).name
+    except ValueError:
+        return "?"
 
 
 @dataclass(frozen=True)

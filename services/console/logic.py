@@ -8,14 +8,11 @@ from collections import deque
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-VERDICT_NAMES = {1: "OK", 2: "NG", 3: "REVIEW"}
-VERDICT_CODES = {"ok": 1, "ng": 2, "review": 3}
+from services.common.domain import Verdict, verdict_name
+
+VERDICT_CODES = {v.name.lower(): int(v) for v in (Verdict.OK, Verdict.NG, Verdict.REVIEW)}
 REVIEW_STATES = {"": 0, "any": 0, "unreviewed": 1, "reviewed": 2}
 MODEL_PIN = re.compile(r"^\s*([^=\s]+)\s*=\s*(\S+)\s*$")
-
-
-def verdict_name(code: int) -> str:
-    return VERDICT_NAMES.get(int(code), "?")
 
 
 # --- filters ---------------------------------------------------------------------------
@@ -97,7 +94,7 @@ def utc(ns: int) -> str:
 
 
 @dataclass
-class Camera:
+class CameraTally:
     line: str
     camera: str
     count: int = 0
@@ -114,13 +111,13 @@ class Board:
 
     def __init__(self, rate_window_s: float = 60.0) -> None:
         self.rate_window_ns = int(rate_window_s * 1e9)
-        self.cameras: dict[tuple[str, str], Camera] = {}
+        self.cameras: dict[tuple[str, str], CameraTally] = {}
         self.version = 0
 
     def add(self, line: str, camera: str, verdict: int, frame_id: str, captured_ns: int) -> None:
         cam = self.cameras.get((line, camera))
         if cam is None:
-            cam = self.cameras[(line, camera)] = Camera(line, camera)
+            cam = self.cameras[(line, camera)] = CameraTally(line, camera)
         cam.count += 1
         if verdict == 1:
             cam.ok += 1

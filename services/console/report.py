@@ -14,8 +14,7 @@ from zoneinfo import ZoneInfo
 from defectflow.v1 import query_pb2
 from matplotlib.figure import Figure  # no pyplot: no global state, no display backend
 
-VERDICT_COLOURS = {1: "#1f7a3a", 2: "#b3261e", 3: "#c08400"}
-VERDICT_NAMES = {1: "OK", 2: "NG", 3: "REVIEW"}
+from services.common.domain import VERDICT_HEX, Verdict, verdict_name
 
 
 @dataclass
@@ -103,7 +102,7 @@ def plot_pareto(data: DayData, path: Path) -> Path:
     pareto = list(data.stats.total.pareto)
     names = [p.defect_class for p in pareto]
     counts = [p.defects for p in pareto]
-    ax.bar(names, counts, color="#b3261e")
+    ax.bar(names, counts, color=VERDICT_HEX[Verdict.NG])
     if counts:
         total = sum(counts)
         cum, acc = ax.twinx(), 0
@@ -134,8 +133,8 @@ def plot_scores(data: DayData, path: Path) -> Path:
                     values,
                     bins=40,
                     alpha=0.6,
-                    color=VERDICT_COLOURS[verdict],
-                    label=f"{VERDICT_NAMES[verdict]} ({len(values)})",
+                    color=VERDICT_HEX[Verdict(verdict)],
+                    label=f"{verdict_name(verdict)} ({len(values)})",
                 )
         ax.set_title(f"Image scores, recipe {recipe}")
         ax.set_xlabel("image anomaly score")

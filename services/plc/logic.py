@@ -18,19 +18,10 @@ never change what the PLC was told.
 
 from __future__ import annotations
 
-import enum
 from collections import OrderedDict
 from dataclasses import dataclass, field
 
-
-class Verdict(enum.IntEnum):
-    """The value written to a station's Verdict node (same numbers as the protobuf enum)."""
-
-    NONE = 0
-    OK = 1
-    NG = 2
-    REVIEW = 3
-
+from services.common.domain import Verdict
 
 FAILSAFE_CODE = "TIMEOUT"  # defect code written with a deadline fail-safe
 MISSING_VIEW_CODE = "MISSING_VIEW"
@@ -45,7 +36,7 @@ class View:
 
 
 @dataclass(frozen=True)
-class Decision:
+class PartVerdict:
     station: str
     part_id: str
     verdict: Verdict
@@ -108,12 +99,12 @@ class PartTracker:
         self.orphan_grace_s = orphan_grace_s
         self.parts: dict[tuple[str, str], Part] = {}
         self.orphans: dict[tuple[str, str], tuple[float, list[View]]] = {}
-        self.decided: OrderedDict[tuple[str, str], Decision] = OrderedDict()
+        self.decided: OrderedDict[tuple[str, str], PartVerdict] = OrderedDict()
         self.remember = remember
 
     def triggered(
         self, station: str, part_id: str, at: float, expected: frozenset[str]
-    ) -> Decision | None:
+    ) -> PartVerdict | None:
         """The PLC put a part in front of `station`. Views that came first are applied."""
         key = (station, part_id)
         if key in self.parts or key in self.decided:
@@ -128,7 +119,7 @@ class PartTracker:
 
     def view(
         self, station: str, part_id: str, view: View, at: float
-    ) -> tuple[str, Decision | None]:
+    ) -> tuple[str, PartVerdict | None]:
         """One camera's inspection of a part -> (what became of it, a decision if complete).
 
         What became of it: "applied", "late" (the part was decided), "duplicate" (that
@@ -146,7 +137,7 @@ class PartTracker:
             return "duplicate", None
         return "applied", self._add(part, view, at)
 
-    def _add(self, part: Part, view: View, at: float) -> Decision | None:
+    def _add(self, part: Part, view: View, at: float) -> PartVerdict | None:
         part.views[view.camera] = view
         if part.first_view_at is None:
             part.first_view_at = at
@@ -155,7 +146,7 @@ class PartTracker:
             return self._decide(part, verdict, code, reason, at)
         return None
 
-    def due(self, now: float) -> tuple[list[Decision], list[tuple[str, str, int]]]:
+    def due(self, now: float) -> tuple[list[PartVerdict], list[tuple[str, str, int]]]:
         """Decisions whose window or deadline passed, and orphans given up on
         (station, part id, views dropped): inspections of parts the PLC never announced."""
         decisions = []
@@ -172,10 +163,12 @@ class PartTracker:
                 dropped.append((key[0], key[1], len(views)))
         return decisions, dropped
 
-    def _decide(self, part: Part, verdict: Verdict, code: str, reason: str, at: float) -> Decision:
+    def _decide(
+        self, part: Part, verdict: Verdict, code: str, reason: str, at: float
+    ) -> PartVerdict:
         key = (part.station, part.part_id)
         del self.parts[key]
-        d = Decision(part.station, part.part_id, verdict, code, reason, part.triggered_at, at)
+        d = PartVerdict(part.station, part.part_id, verdict, code, reason, part.triggered_at, at)
         self.decided[key] = d
         while len(self.decided) > self.remember:
             self.decided.popitem(last=False)

@@ -19,13 +19,14 @@ from kafka.consumer.fetcher import ConsumerRecord
 from prometheus_client import Counter, Gauge, Histogram
 
 from services.common import metrics, topics
+from services.common.domain import Verdict
 from services.common.errors import BadInput
 from services.common.logs import setup_logging
 from services.common.stage import Handled, StageRunner, dead_letter
 from services.plc.adapters.opcua import PartTrigger, PlcLink, PlcUnavailable, read_view
 from services.plc.adapters.stations import StationViews
 from services.plc.config import PlcSettings
-from services.plc.logic import Decision, PartTracker, Verdict
+from services.plc.logic import PartTracker, PartVerdict
 
 GROUP = "defectflow-plc"
 log = logging.getLogger("defectflow.plc")
@@ -72,7 +73,7 @@ class PlcHandler:
             s.request_timeout_s,
         )
         self.records: dict[tuple[str, str], list[ConsumerRecord]] = {}  # part -> its records
-        self.unwritten: list[Decision] = []  # the PLC did not take them yet
+        self.unwritten: list[PartVerdict] = []  # the PLC did not take them yet
 
     def handle(self, records: Sequence[ConsumerRecord]) -> Handled:
         out = Handled()
@@ -149,7 +150,7 @@ class PlcHandler:
             if decision is not None:
                 done += self._write(decision)
 
-    def _write(self, d: Decision) -> list[ConsumerRecord]:
+    def _write(self, d: PartVerdict) -> list[ConsumerRecord]:
         """Write the verdict; the part's records are done once written or given up on."""
         now = time.monotonic()
         left = d.triggered_at + self.s.deadline_s - now

@@ -8,10 +8,9 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from services.common.domain import DefectRecord, Verdict
+from services.common.domain import VERDICT_BGR, DefectRecord, Verdict
 
 # BGR
-VERDICT_COLOURS = {Verdict.OK: (0, 200, 0), Verdict.NG: (0, 0, 255), Verdict.REVIEW: (0, 190, 255)}
 BOX_COLOUR = (0, 0, 255)
 CONTOUR_COLOUR = (255, 0, 255)
 
@@ -45,8 +44,8 @@ def draw_overlay(
         cv2.putText(out, label, (x0, ty), cv2.FONT_HERSHEY_SIMPLEX, scale, BOX_COLOUR, thick)
     try:
         v = Verdict(verdict)
-        colour, text = VERDICT_COLOURS[v], v.name
     except ValueError:
-        colour, text = (128, 128, 128), "UNSPECIFIED"
+        v = Verdict.NONE
+    colour, text = VERDICT_BGR[v], ("UNSPECIFIED" if v is Verdict.NONE else v.name)
     cv2.putText(out, text, (4, int(20 * scale) + 4), cv2.FONT_HERSHEY_SIMPLEX, scale, colour, thick)
     return out

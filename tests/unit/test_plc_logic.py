@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import pytest
 
+from services.common.domain import Verdict
 from services.plc.logic import (
     FAILSAFE_CODE,
     MISSING_VIEW_CODE,
     PartTracker,
-    Verdict,
     View,
     aggregate,
     verdict_from_inspection,

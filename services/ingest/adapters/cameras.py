@@ -20,7 +20,9 @@ class Capture:
     truth: dict | None = None  # ground truth of a synthetic part (kept for tests)
 
 
-class Camera(Protocol):
+class Source(Protocol):
+    """A camera that reads a frame when asked (synthetic parts, a folder, a video)."""
+
     line: str
     station: str
     name: str

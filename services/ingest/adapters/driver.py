@@ -27,7 +27,7 @@ import numpy as np
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from services.ingest.adapters.cameras import Camera
+from services.ingest.adapters.cameras import Source
 
 log = logging.getLogger("defectflow.ingest.cameras")
 
@@ -180,7 +180,7 @@ class ThreadedDriver:
 class SourceDriver:
     """The synthetic, folder and video sources: they read synchronously, in `request`."""
 
-    def __init__(self, name: str, spec: CameraSpec, camera: Camera) -> None:
+    def __init__(self, name: str, spec: CameraSpec, camera: Source) -> None:
         self.name, self.spec, self.camera = name, spec, camera
         self.finished = False
         self._ready: list[tuple[str, Grab]] = []
