@@ -268,15 +268,10 @@ def calibrate(
     from services.common.recipes import save_recipe
     from services.offline.inspect import Inspector, images_under
 
-    choices = {
-        "target_frr": lambda: th.TargetFalseReject(target_frr, confidence),
-        "max_normal": th.MaxNormal,
-        "quantile": lambda: th.Quantile(quantile),
-        "k_sigma": lambda: th.KSigma(k),
-        "f1": th.F1Optimal,
-    }
-    if method not in choices:
-        raise typer.BadParameter(f"unknown method {method!r}; choose one of {', '.join(choices)}")
+    try:
+        rule = th.method_named(method, target_frr, confidence, quantile, k)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from exc
 
     def read(folder: Path | None) -> list:
         if folder is None:
@@ -288,9 +283,7 @@ def calibrate(
 
     inspector = Inspector.from_paths(recipe, models)
     with progress_bar("calibrate") as update:
-        cal = run_calibration(
-            inspector, read(good), read(defects), choices[method](), progress=update
-        )
+        cal = run_calibration(inspector, read(good), read(defects), rule, progress=update)
     save_recipe(cal.recipe, recipe)
     record_drift_reference(cal, recipe.parent)
     out = report or recipe.parent / f"{cal.recipe.id}-calibration"

@@ -156,6 +156,25 @@ METHODS = {
 }
 
 
+def method_named(
+    name: str,
+    target_frr: float = 0.01,
+    confidence: float = 0.95,
+    quantile: float = 0.99,
+    k: float = 3.0,
+) -> MaxNormal | Quantile | KSigma | TargetFalseReject | F1Optimal:
+    """The threshold rule called `name`, with the parameter it takes; ValueError names the
+    rules there are."""
+    if name not in METHODS:
+        raise ValueError(f"unknown method {name!r}; choose one of {', '.join(METHODS)}")
+    args: dict[str, tuple[float, ...]] = {
+        "target_frr": (target_frr, confidence),
+        "quantile": (quantile,),
+        "k_sigma": (k,),
+    }
+    return METHODS[name](*args.get(name, ()))
+
+
 def pixel_threshold_for_area(good_maps: Sequence[np.ndarray], min_area_px: int) -> float:
     """The lowest pixel threshold at which no good map has a connected region of at least
     `min_area_px` pixels ("maximum defect area" on normal data): every region the

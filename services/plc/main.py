@@ -22,8 +22,9 @@ from services.common import metrics, topics
 from services.common.domain import Verdict
 from services.common.errors import BadInput
 from services.common.logs import setup_logging
+from services.common.opcua import PartTrigger, PlcLink, PlcUnavailable
 from services.common.stage import Handled, StageRunner, dead_letter
-from services.plc.adapters.opcua import PartTrigger, PlcLink, PlcUnavailable, read_view
+from services.plc.adapters.inspections import read_view
 from services.plc.adapters.stations import StationViews
 from services.plc.config import PlcSettings
 from services.plc.logic import PartTracker, PartVerdict

@@ -70,3 +70,14 @@ def test_pixel_threshold_keeps_good_regions_below_the_defect_area():
     assert 1.0 < t <= 3.0  # the big mild region must fall below, the small blob may stay
     t_small = th.pixel_threshold_for_area([amap], min_area_px=5)
     assert t_small > 3.0 - 1e-3  # now even the 9 px blob is too big
+
+
+def test_a_rule_is_built_by_name_with_its_own_parameter():
+    from services.common.thresholds import method_named
+
+    rule = method_named("target_frr", target_frr=0.02, confidence=0.9)
+    assert (type(rule).__name__, rule.target, rule.confidence) == ("TargetFalseReject", 0.02, 0.9)
+    assert method_named("quantile", quantile=0.95).p == 0.95
+    assert method_named("k_sigma", k=4.0).k == 4.0
+    with pytest.raises(ValueError, match="choose one of max_normal"):
+        method_named("median")

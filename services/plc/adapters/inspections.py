@@ -1,4 +1,5 @@
-"""The plc service's edges: inspections in (protobuf), verdicts out (OPC UA)."""
+"""The plc service's input edge: an inspection record read as one camera's view of a part
+(the OPC UA side, verdicts out and part triggers in, is services/common/opcua.py)."""
 
 from __future__ import annotations
 
@@ -7,10 +8,7 @@ from kafka.consumer.fetcher import ConsumerRecord
 
 from services.common.codec import decode
 from services.common.errors import BadInput
-from services.common.opcua import PartTrigger, PlcLink, PlcUnavailable
 from services.plc.logic import View, verdict_from_inspection
-
-__all__ = ["PartTrigger", "PlcLink", "PlcUnavailable", "read_view"]
 
 
 def read_view(record: ConsumerRecord) -> tuple[str, str, View]:
