@@ -27,8 +27,6 @@ STAGES = (
     (1, 3, 1, 6, 192, 320),
 )
 BN_EPS = 1e-3
-MEAN = (0.5, 0.5, 0.5)
-STD = (0.5, 0.5, 0.5)
 
 
 @dataclass(frozen=True)
