@@ -175,8 +175,23 @@ def method_named(
     return METHODS[name](*args.get(name, ()))
 
 
+# a region is what lies at or above the pixel threshold, with gaps narrower than this many
+# pixels closed: the map is smooth at the features' 8 px stride, so a dip inside one defect
+# (a scratch crossing a brighter patch) must not split it into two records
+REGION_GAP_PX = 9
+_CLOSE = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (REGION_GAP_PX, REGION_GAP_PX))
+
+
+def regions(amap: np.ndarray, threshold: float) -> tuple[int, np.ndarray, np.ndarray]:
+    """(count + 1, labels, stats) of the map's regions at `threshold`, as OpenCV's
+    connectedComponentsWithStats gives them; the same regions for calibration (here) and
+    for the defect records (services/postprocess/logic.find_defects)."""
+    mask = cv2.morphologyEx((amap >= threshold).astype(np.uint8), cv2.MORPH_CLOSE, _CLOSE)
+    return cv2.connectedComponentsWithStats(mask, connectivity=8)[:3]
+
+
 def pixel_threshold_for_area(good_maps: Sequence[np.ndarray], min_area_px: int) -> float:
-    """The lowest pixel threshold at which no good map has a connected region of at least
+    """The lowest pixel threshold at which no good map has a region (`regions`) of at least
     `min_area_px` pixels ("maximum defect area" on normal data): every region the
     threshold finds on a good part is smaller than a defect may be."""
     worst = 0.0
@@ -185,8 +200,7 @@ def pixel_threshold_for_area(good_maps: Sequence[np.ndarray], min_area_px: int) 
         lo, hi = float(amap.min()), float(amap.max())
         for _ in range(30):
             mid = (lo + hi) / 2
-            mask = (amap >= mid).astype(np.uint8)
-            n, _, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=8)
+            n, _, stats = regions(amap, mid)
             biggest = int(stats[1:, cv2.CC_STAT_AREA].max()) if n > 1 else 0
             if biggest >= min_area_px:
                 lo = mid

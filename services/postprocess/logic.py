@@ -15,6 +15,7 @@ from services.common import register
 from services.common.decoders import Det
 from services.common.domain import Decision, DefectRecord, TileRect, Verdict
 from services.common.recipes import Recipe
+from services.common.thresholds import regions
 
 
 def stitch(
@@ -55,10 +56,9 @@ def find_defects(
     max_contour_points: int = 64,
     min_area_mm2: float = 0.0,
 ) -> list[DefectRecord]:
-    """Connected components of the thresholded map that are at least `min_area_px` and
-    `min_area_mm2` large."""
-    mask = (anomaly_map >= pixel_threshold).astype(np.uint8)
-    n, labels, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=8)
+    """The map's regions at the pixel threshold (thresholds.regions: narrow gaps closed, so
+    one defect is one record) that are at least `min_area_px` and `min_area_mm2` large."""
+    n, labels, stats = regions(anomaly_map, pixel_threshold)
     defects = []
     for label in range(1, n):
         x, y, w, h, area = (int(v) for v in stats[label])

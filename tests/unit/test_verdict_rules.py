@@ -67,3 +67,18 @@ def test_model_disagreement_is_review_not_ok():
 def test_a_sure_anomaly_defect_stays_ng_even_if_the_detector_disagrees():
     d = decide(20.0, [DEFECT], 10.0, 8.0, True, 25, 25, disagreements=["detector found hole"])
     assert d.verdict == Verdict.NG
+
+
+def test_a_defect_with_a_narrow_dip_is_one_record_and_distant_ones_stay_apart():
+    amap = np.zeros((120, 200), np.float32)
+    amap[20:24, 10:60] = 5.0  # a scratch ...
+    amap[20:24, 60:64] = 0.5  # ... crossing a patch where its map dips below the threshold
+    amap[20:24, 64:110] = 5.0
+    amap[80:90, 20:30] = 6.0  # a separate spot, 56 px below
+    amap[80:90, 150:160] = 7.0  # and another, far to the right
+    defects = find_defects(amap, 1.0, 8, 0.1, "anomaly")
+    assert sorted(d.box for d in defects) == [
+        (10.0, 20.0, 110.0, 24.0),
+        (20.0, 80.0, 30.0, 90.0),
+        (150.0, 80.0, 160.0, 90.0),
+    ]
