@@ -29,7 +29,10 @@ from services.common.domain import Rect
 from services.common.errors import BadInput
 from services.common.recipes import Registration
 
-ECC_CRITERIA = (cv2.TERM_CRITERIA_COUNT | cv2.TERM_CRITERIA_EPS, 100, 1e-5)
+# 1e-4 px of warp change at 256 px is far below what the model notices; it halves the
+# iterations of 1e-5 for the same correlation (measured: 0.92386 against 0.92385)
+ECC_CRITERIA = (cv2.TERM_CRITERIA_COUNT | cv2.TERM_CRITERIA_EPS, 50, 1e-4)
+SURE_CC = 0.9  # a start that ends this well is kept without trying the other
 ECC_BLUR = 5  # findTransformECC's Gaussian pre-filter (px at the registration scale)
 MOTIONS = {"translation": cv2.MOTION_TRANSLATION, "euclidean": cv2.MOTION_EUCLIDEAN}
 
@@ -87,17 +90,19 @@ def ecc(reference: np.ndarray, moving: np.ndarray, motion: str) -> tuple[float, 
             f"the frame's ROI scales to {moving.shape[1]}x{moving.shape[0]}: "
             "the ROI changed since fit; fit again",
         )
-    # ECC refines from a start inside its basin. Two starts: where the part was (no
-    # motion), and the shift phase correlation finds (robust to shifts of many pixels,
-    # where ECC alone stops in a wrong optimum, but ambiguous on periodic parts); the
-    # start that ends with the higher correlation wins. Both OpenCV calls may change
+    # ECC refines from a start inside its basin. Two starts: the shift phase correlation
+    # finds (robust to shifts of many pixels, where ECC alone stops in a wrong optimum,
+    # but ambiguous on periodic parts), then, unless that ended at SURE_CC or better,
+    # where the part was (no motion); the higher correlation wins. Both OpenCV calls may change
     # their inputs in place (phaseCorrelate applies its window to them): each gets
     # copies, and the cached reference stays as it is.
     window = _hann(reference.shape)
     (dx, dy), _ = cv2.phaseCorrelate(reference.copy(), moving.copy(), window=window.copy())
     best: tuple[float, np.ndarray] | None = None
     error: cv2.error | None = None
-    for start in ((0.0, 0.0), (dx, dy)):
+    for start in ((dx, dy), (0.0, 0.0)):
+        if best is not None and best[0] >= SURE_CC:
+            break
         warp = np.array([[1.0, 0.0, start[0]], [0.0, 1.0, start[1]]], np.float32)
         try:
             cc, warp = cv2.findTransformECC(
