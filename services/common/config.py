@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 from pathlib import Path
 
 from pydantic import Field
@@ -31,3 +32,13 @@ class StageSettings(BaseSettings):
     shutdown_timeout_s: float = 20.0
     instance: str = ""  # pod/host name, stamped on messages
     log_level: str = "INFO"
+
+
+def loopback_host(host: str) -> bool:
+    """Whether a bind host (an IP address, or "localhost") reaches this machine only."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False

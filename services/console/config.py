@@ -1,9 +1,10 @@
 from __future__ import annotations
 
-import ipaddress
 from pathlib import Path
 
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from services.common.config import loopback_host
 
 
 class ConsoleSettings(BaseSettings):
@@ -34,7 +35,4 @@ class ConsoleSettings(BaseSettings):
     def cookies_secure(self) -> bool:
         if self.secure_cookies is not None:
             return self.secure_cookies
-        try:
-            return not ipaddress.ip_address(self.host).is_loopback
-        except ValueError:
-            return self.host != "localhost"
+        return not loopback_host(self.host)

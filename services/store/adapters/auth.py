@@ -10,7 +10,6 @@ Health checking and reflection stay open so that probes and grpcurl discovery wo
 from __future__ import annotations
 
 import hashlib
-import ipaddress
 import logging
 import threading
 import time
@@ -19,6 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import grpc
+
+from services.common.config import loopback_host
 
 log = logging.getLogger("defectflow.store.auth")
 
@@ -114,13 +115,7 @@ class TokenBook:
 
 def loopback(address: str) -> bool:
     """Whether a gRPC bind address `host:port` (`[v6]:port`) listens on loopback only."""
-    host = address.rsplit(":", 1)[0].strip("[]")
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
+    return loopback_host(address.rsplit(":", 1)[0].strip("[]"))
 
 
 def open_or_refuse(book: TokenBook, open_api: bool, address: str) -> None:
