@@ -103,7 +103,7 @@ class TilingHandler(StatelessHandler):
         with about_frame(ctx.frame_id):
             recipe = self.recipes.require(ctx.recipe_id)
             image = self.load_image(ctx.image, recipe.max_image_pixels)
-        cond = condition(image, recipe)
+            cond = condition(image, recipe)  # an unfitted registration is this frame's letter
         image = cond.image
         ctx.review_reasons.extend(cond.review)
         if cond.part_to_frame is not None:

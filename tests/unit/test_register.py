@@ -187,7 +187,7 @@ def test_the_tiling_service_marks_the_frame_and_dead_letters_an_unfitted_recipe(
     assert len(ctxs["moved"].part_to_frame) == 6 and not ctxs["moved"].review_reasons
     assert not ctxs["wrong"].part_to_frame
     assert ctxs["wrong"].review_reasons[0].startswith("registration failed")
-    assert [d.reason for d in letters_of(out)] == ["recipe_unfitted"]
+    assert [(d.reason, d.frame_id) for d in letters_of(out)] == [("recipe_unfitted", "unfitted")]
 
 
 def test_offline_inspection_reports_the_failed_registration(tmp_path):
