@@ -26,7 +26,6 @@ from services.common.recipes import Preprocess, Recipe
 
 # flat field: the ROI is averaged down to this grid before the surface is fitted
 FLAT_GRID = 32
-FLAT_DEGREE = 2  # of the polynomial in x, y fitted to the log of the light
 FLAT_LEVEL = 128.0  # channel level when the recipe records none
 DETAIL_SIGMA = 8.0  # px: what this blur removes is the detail that contrast scaling scales
 
@@ -109,11 +108,9 @@ def inside_frame(image: np.ndarray, rects: list[TileRect]) -> tuple[np.ndarray, 
     return padded, moved
 
 
-def _poly_terms(xs: np.ndarray, ys: np.ndarray) -> np.ndarray:
-    """The FLAT_DEGREE monomials x^i y^j (i + j <= FLAT_DEGREE), last axis."""
-    return np.stack(
-        [xs**i * ys ** (d - i) for d in range(FLAT_DEGREE + 1) for i in range(d + 1)], axis=-1
-    )
+def _quadratic_terms(xs: np.ndarray, ys: np.ndarray) -> np.ndarray:
+    """1, y, x, y², xy, x² on the last axis: the flat field's surface."""
+    return np.stack([np.ones_like(xs), ys, xs, ys * ys, xs * ys, xs * xs], axis=-1)
 
 
 def flat_field_surface(image: np.ndarray, roi: Rect) -> np.ndarray:
@@ -133,7 +130,7 @@ def flat_field_surface(image: np.ndarray, roi: Rect) -> np.ndarray:
     small = np.log(np.maximum(small, 1.0))
     centres = (np.arange(g, dtype=np.float32) + 0.5) / g * 2.0 - 1.0
     ys, xs = np.meshgrid(centres, centres, indexing="ij")
-    a = _poly_terms(xs.ravel(), ys.ravel())
+    a = _quadratic_terms(xs.ravel(), ys.ravel())
     coef = np.linalg.lstsq(a, small, rcond=None)[0]
     resid = np.abs(small - a @ coef).max(axis=1)
     keep = resid <= 3.0 * max(float(np.median(resid)) * 1.4826, 1e-4)
@@ -211,7 +208,7 @@ def flat_field(image: np.ndarray, recipe: Recipe) -> np.ndarray:
     xs = ((np.arange(sw, dtype=np.float32) + 0.5) * w / sw - roi.x) / roi.width * 2.0 - 1.0
     ys = ((np.arange(sh, dtype=np.float32) + 0.5) * h / sh - roi.y) / roi.height * 2.0 - 1.0
     yy, xx = np.meshgrid(ys, xs, indexing="ij")
-    surface = np.exp(_poly_terms(xx, yy) @ coef)  # [sh, sw, C], grey levels
+    surface = np.exp(_quadratic_terms(xx, yy) @ coef)  # [sh, sw, C], grey levels
     channels = coef.shape[1]
     level = np.asarray(p.level if p.level else (FLAT_LEVEL,) * 3, np.float32)[:channels]
     gain = level / np.maximum(surface, 1.0)
@@ -226,7 +223,7 @@ def channel_level(image: np.ndarray, recipe: Recipe) -> tuple[float, float, floa
     coef = flat_field_surface(image, recipe_roi(recipe, w, h))
     g = np.linspace(-1.0, 1.0, 9, dtype=np.float32)
     yy, xx = np.meshgrid(g, g, indexing="ij")
-    means = np.exp(_poly_terms(xx.ravel(), yy.ravel()) @ coef).mean(axis=0)
+    means = np.exp(_quadratic_terms(xx.ravel(), yy.ravel()) @ coef).mean(axis=0)
     if means.size == 1:
         means = np.repeat(means, 3)
     return (float(means[0]), float(means[1]), float(means[2]))
