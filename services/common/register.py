@@ -162,12 +162,13 @@ def align(image: np.ndarray, roi: Rect, reg: Registration) -> Alignment:
     return Alignment(part_to_frame, cc, shift, rotation, None)
 
 
-def to_part(image: np.ndarray, alignment: Alignment) -> np.ndarray:
-    """The frame resampled into the reference's (part) coordinates."""
+def to_part(image: np.ndarray, part_to_frame: np.ndarray) -> np.ndarray:
+    """The image resampled into the reference's (part) coordinates, `part_to_frame` the
+    2x3 affine from those to the image's pixels."""
     h, w = image.shape[:2]
     return cv2.warpAffine(
         image,
-        alignment.part_to_frame,
+        part_to_frame,
         (w, h),
         flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
         borderMode=cv2.BORDER_REFLECT_101,
@@ -202,12 +203,5 @@ def fit_reference(images: list[np.ndarray], roi: Rect, reg: Registration) -> str
                 f"(correlation {cc:.2f}, minimum {reg.min_correlation:.2f}): "
                 "is it the same part, placed the same way?"
             )
-        h, w = first.shape
-        total += cv2.warpAffine(
-            moving,
-            warp,
-            (w, h),
-            flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
-            borderMode=cv2.BORDER_REFLECT_101,
-        )
+        total += to_part(moving, warp)
     return encode_reference((total / len(images)).astype(np.float32))

@@ -166,7 +166,8 @@ def condition(image: np.ndarray, recipe: Recipe) -> Conditioned:
         if alignment.failure:
             review = (alignment.failure,)
         else:
-            image, part_to_frame = register.to_part(image, alignment), alignment.part_to_frame
+            part_to_frame = alignment.part_to_frame
+            image = register.to_part(image, part_to_frame)
     if p.contrast:
         image = scale_detail(image, recipe, p.contrast_level)
     return Conditioned(image, part_to_frame, review)
